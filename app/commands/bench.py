@@ -1,0 +1,13 @@
+"""``weldreview bench``: placeholder, filled in by its issue."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="(not available yet)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    print("weldreview bench: not available yet")
+    return 1
