@@ -84,7 +84,7 @@ def test_readme_commands_exist():
     readme = (REPO / "README.md").read_text()
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    for name in re.findall(r"weldreview ([a-z]+)\b", readme):
+    for name in re.findall(r"(?:`|bin/)weldreview ([a-z]+)\b", readme):
         assert name in sub.choices, f"README mentions `weldreview {name}`, which does not exist"
 
 
