@@ -1,0 +1,587 @@
+"""The benchmark protocol of Lindgren and Zach (2022), Sections 3.3 and 4, on a labelled dataset.
+
+Protocol
+--------
+1. Image-level split (:func:`make_split`): test radiographs, held-out *calibration* radiographs of
+   the training side, and training radiographs. Groups (a GDXray W0001 image and its W0003 twin) are
+   never separated. On the GDXray layout the split is fixed (``GDXRAY_TEST``,
+   ``GDXRAY_CALIBRATION``); on other data it is drawn once from the seed and written in the report.
+2. Patch sets (:func:`build_patch_sets`), drawn once per run with ``DATA_SEED`` so that every model
+   sees the same patches: okay and defect test patches from the test radiographs
+   (``core.sampler.PatchSampler``: random translation, rotation, 90-degree turns, flips); the defect
+   patches graded high / mid / low by ``core.contrast``; the five synthetic OOD test sets of Section
+   3.3 inserted into fresh okay test patches; okay patches of the calibration radiographs.
+3. Models, each with ``seeds`` seeds: the OOD detector (``core.training.train``) with perturbation
+   sets None, D (real defects of the training radiographs) and SNI; the supervised CNN
+   (``core.cnn``) trained on D, D + SC, D + SC + SPC and D + SNI (positives: real defect patches, and
+   okay patches with the synthetic circular indication, partial circle, or SNI inserted).
+4. Scores and operating point: OOD detector per patch ``(max |local mean|, max local std)`` of the
+   9 x 9 kernels over the aperture (``core.scanning.patch_scores``), thresholds from
+   ``core.calibration.calibrate`` on the calibration okay patches (never test patches); CNN: its
+   output thresholded at the same FPR on the same calibration okay patches (computed on the logit,
+   which orders patches like the sigmoid but does not saturate to 1.0 in float32).
+5. TPR at that operating point per test set, mean and spread ``(max - min) / 2`` over the seeds;
+   the FPR actually reached on the okay test patches; ROC curves against the okay test patches.
+
+Each trained model's numbers are kept in ``OUT/runs/`` (JSON + the raw scores as NPZ) and reused when
+the benchmark is started again with the same protocol, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.contrast import GRADE_THRESHOLDS, GRADES, grade_patches
+from core.metrics import combined_score, mean_spread, rate_above, roc_curve, auc, threshold_at_fpr
+
+OOD_SETS = ("None", "D", "SNI")
+CNN_SETS = ("D", "D+SC", "D+SC+SPC", "D+SNI")
+TEST_ANOMALIES = ("circular_hollow", "dogbone", "elongated", "partial_circle", "raster")
+TEST_SETS = tuple(GRADES) + TEST_ANOMALIES
+TEST_SET_TITLES = {
+    "high": "Defects high contrast", "mid": "Defects mid-contrast", "low": "Defects low contrast",
+    "circular_hollow": "Synthetic circular hollow inclusion",
+    "dogbone": "Synthetic dogbone inclusion", "elongated": "Synthetic elongated inclusion",
+    "partial_circle": "Synthetic partial circle inclusion", "raster": "Synthetic raster",
+}
+# The fixed GDXray split (names of W0001 radiographs; each takes its W0003 twin along). Test: two
+# radiographs whose defect patches span the contrast range in about the paper's proportions;
+# calibration: two more; training: W0001_0001, 0006 and 0007, which hold most defect pixels (the
+# D perturbations and the CNN's positives come from them).
+GDXRAY_TEST = ("W0001_0002", "W0001_0003")
+GDXRAY_CALIBRATION = ("W0001_0004", "W0001_0009")
+DATA_SEED = 20220  # seeds the patch sets (independent of the model seeds)
+PROTOCOL_VERSION = 1
+
+# The paper's numbers (Tables 2 and 3): mean, spread in percent.
+PAPER_TABLE2 = {
+    "D": {"high": (78, 3), "mid": (45, 7), "low": (15, 10), "circular_hollow": (46, 11),
+          "dogbone": (45, 14), "elongated": (24, 7), "partial_circle": (31, 6), "raster": (71, 27)},
+    "D+SC": {"high": (83, 3), "mid": (74, 4), "low": (23, 3), "circular_hollow": (69, 24),
+             "dogbone": (48, 11), "elongated": (24, 3), "partial_circle": (33, 9), "raster": (98, 3)},
+    "D+SC+SPC": {"high": (84, 4), "mid": (77, 7), "low": (17, 2), "circular_hollow": (100, 0),
+                 "dogbone": (97, 2), "elongated": (70, 8), "partial_circle": (89, 6),
+                 "raster": (97, 5)},
+    "D+SNI": {"high": (85, 2), "mid": (76, 4), "low": (21, 2), "circular_hollow": (100, 0),
+              "dogbone": (97, 2), "elongated": (86, 7), "partial_circle": (90, 6), "raster": (100, 0)},
+}
+PAPER_TABLE3 = {
+    "None": {"high": (50, 2), "mid": (6, 5), "low": (0, 1), "circular_hollow": (12, 10),
+             "dogbone": (10, 2), "elongated": (3, 1), "partial_circle": (4, 3), "raster": (100, 0)},
+    "D": {"high": (79, 9), "mid": (69, 17), "low": (16, 6), "circular_hollow": (100, 0),
+          "dogbone": (100, 0), "elongated": (100, 0), "partial_circle": (99, 1), "raster": (100, 0)},
+    "SNI": {"high": (94, 3), "mid": (90, 3), "low": (26, 7), "circular_hollow": (100, 0),
+            "dogbone": (100, 0), "elongated": (100, 0), "partial_circle": (99, 1), "raster": (100, 0)},
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work one benchmark run does; the protocol is the same at every budget.
+
+    Attributes
+    ----------
+    ood_steps, ood_batch : int
+        Training steps of each OOD detector, and okay patches per step (as many perturbed).
+    cnn_steps, cnn_batch : int
+        Training steps of each CNN and patches per step (half okay, half positives).
+    n_calibration : int
+        Okay patches of the calibration radiographs (at least 3 / fpr, core.calibration's rule).
+    n_test_okay, n_test_defect, n_synthetic : int
+        Okay and defect test patches, and patches per synthetic OOD test set.
+    fpr : float
+        The operating point (the paper's 0.1 %).
+    note : str
+        What the budget is for, written in the report.
+    """
+
+    name: str
+    ood_steps: int
+    ood_batch: int
+    cnn_steps: int
+    cnn_batch: int
+    n_calibration: int
+    n_test_okay: int
+    n_test_defect: int
+    n_synthetic: int
+    fpr: float = 0.001
+    note: str = ""
+
+
+BUDGETS = {
+    # Meant to fit 45 min on 2 CPU cores with 3 seeds (21 models). Estimate from rates measured
+    # on the shared, busy 2-core machine: inference about 50-80 patches/s, so scoring 3000
+    # calibration + 1450 test patches per model is ~20 min for all 21; OOD training 40 steps of
+    # 2 x 16 patches at ~40 patches/s (bfloat16) ~30 s each; CNN training 40 steps of 32 patches at
+    # ~20 patches/s ~65 s each. The models are far from converged; same protocol otherwise.
+    "small": Budget("small", ood_steps=40, ood_batch=16, cnn_steps=40, cnn_batch=32,
+                    n_calibration=3000, n_test_okay=500, n_test_defect=450, n_synthetic=100,
+                    note="CPU budget (45 min on 2 cores): each model trained for well under two minutes, "
+                    "far from convergence; 450 test defect and 500 okay test patches, 100 instead "
+                    "of 200 patches per synthetic test set"),
+    # Paper scale (Table 1 test counts), meant for a GPU.
+    "full": Budget("full", ood_steps=20000, ood_batch=32, cnn_steps=10000, cnn_batch=64,
+                   n_calibration=10000, n_test_okay=3480, n_test_defect=8124, n_synthetic=200,
+                   note="paper scale (test patch counts of Table 1), for a GPU"),
+    # Smoke test of the machinery only (tests, a few seconds per model); FPR 5 % so that 60
+    # calibration patches suffice. Its numbers mean nothing.
+    "tiny": Budget("tiny", ood_steps=2, ood_batch=4, cnn_steps=2, cnn_batch=4,
+                   n_calibration=60, n_test_okay=30, n_test_defect=20, n_synthetic=5, fpr=0.05,
+                   note="smoke test of the machinery; the numbers mean nothing"),
+}
+
+
+# --- split ----------------------------------------------------------------------------------------
+
+@dataclass
+class Split:
+    """Radiographs (``core.datasets.LabelledRadiograph``) of each side of the benchmark."""
+
+    train: list
+    calibration: list
+    test: list
+    rule: str
+
+    def to_dict(self) -> dict:
+        def side(items):
+            return [{"name": it.name, "group": it.group} for it in items]
+
+        return {"rule": self.rule, "train": side(self.train), "calibration": side(self.calibration),
+                "test": side(self.test)}
+
+
+def make_split(dataset, *, test_names=None, calibration_names=None, seed: int = 0) -> Split:
+    """Split radiographs into training, calibration and test sides at group level.
+
+    Parameters
+    ----------
+    dataset : list of LabelledRadiograph
+        Radiographs with masks (``core.datasets.load_dataset(..., include_unmasked=False)``).
+    test_names, calibration_names : iterable of str, optional
+        Fixed sides; default: the GDXray split when the dataset holds those radiographs, else a
+        third of the groups for test and a third of the rest for calibration, drawn with ``seed``.
+        ``calibration_names=()`` calibrates on okay patches of the training radiographs instead;
+        so does a training side of a single group (datasets too small for a held-out side; the
+        split's rule, written in the report, says so).
+
+    Returns
+    -------
+    Split
+    """
+    from core.datasets import split_by_image
+
+    names = {it.name for it in dataset}
+    if test_names is None and calibration_names is None and set(GDXRAY_TEST + GDXRAY_CALIBRATION) <= names:
+        test_names, calibration_names = GDXRAY_TEST, GDXRAY_CALIBRATION
+        rule = "fixed GDXray split (core.benchmark.GDXRAY_TEST / GDXRAY_CALIBRATION)"
+    else:
+        rule = "given names" if test_names is not None else f"random groups, seed {seed}"
+    if test_names is not None:
+        rest, test = split_by_image(dataset, test_names=test_names)
+    else:
+        rest, test = split_by_image(dataset, test_fraction=1 / 3, seed=seed)
+    few = calibration_names is None and len({it.group for it in rest}) < 2
+    if few or (calibration_names is not None and len(tuple(calibration_names)) == 0):
+        return Split(rest, [], test, rule + "; no held-out calibration radiograph (too few "
+                     "radiographs): thresholds from okay patches of the training radiographs")
+    if calibration_names is not None:
+        train, calibration = split_by_image(rest, test_names=calibration_names)
+    else:
+        train, calibration = split_by_image(rest, test_fraction=1 / 3, seed=seed + 1)
+    if not train:
+        raise ValueError("the split leaves no training radiograph; name fewer test/calibration ones")
+    return Split(train, calibration, test, rule)
+
+
+# --- patch sets -----------------------------------------------------------------------------------
+
+@dataclass
+class PatchSets:
+    """Every patch set of one benchmark run (float32 (N, 192, 192) arrays)."""
+
+    calibration_okay: np.ndarray
+    test_okay: np.ndarray
+    test_defects: dict  # grade -> patches
+    contrasts: np.ndarray  # contrast figure of every test defect patch (before grading)
+    synthetic: dict  # kind -> patches
+
+    def test_sets(self) -> dict:
+        """Every positive test set by name (``TEST_SETS`` order), empty ones left out."""
+        sets = {g: self.test_defects[g] for g in GRADES if len(self.test_defects[g])}
+        sets.update({k: self.synthetic[k] for k in TEST_ANOMALIES})
+        return sets
+
+    def counts(self) -> dict:
+        c = {"calibration_okay": len(self.calibration_okay), "test_okay": len(self.test_okay)}
+        c.update({g: len(self.test_defects[g]) for g in GRADES})
+        c.update({k: len(v) for k, v in self.synthetic.items()})
+        return c
+
+
+def _sampler(items, *, seed):
+    """PatchSampler over the radiographs with masks (an unmasked one could hide defects)."""
+    from core.sampler import PatchSampler
+
+    masked = [it for it in items if it.mask_path is not None]
+    if not masked:
+        raise ValueError("the benchmark needs radiographs with defect masks on every side of the split")
+    return PatchSampler([it.image for it in masked], [it.mask for it in masked], seed=seed)
+
+
+def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED) -> PatchSets:
+    """Draw the test and calibration patch sets of one run (reproducible from ``seed``)."""
+    from core.perturbations import SyntheticAnomalies, apply_perturbation
+
+    rng = np.random.default_rng(seed)
+    test = _sampler(split.test, seed=seed)
+    test_okay = test.okay(budget.n_test_okay, rng=rng)
+    defects, masks = test.defect(budget.n_test_defect, rng=rng)
+    contrasts, grades = grade_patches(defects, masks)
+    test_defects = {g: defects[grades == g] for g in GRADES}
+    synthetic = {}
+    for kind in TEST_ANOMALIES:
+        base = test.okay(budget.n_synthetic, rng=rng)
+        delta, weight = SyntheticAnomalies(kind).sample(rng, budget.n_synthetic)
+        synthetic[kind] = apply_perturbation(base, delta, weight)
+    calib_items = split.calibration or split.train
+    calibration_okay = _sampler(calib_items, seed=seed + 1).okay(budget.n_calibration, rng=rng)
+    return PatchSets(calibration_okay, test_okay, test_defects, contrasts, synthetic)
+
+
+# --- training sources -----------------------------------------------------------------------------
+
+def ood_perturbation_sources(name: str, train_items) -> list:
+    """Perturbation sources of the OOD detector for the set ``"None"``, ``"D"`` or ``"SNI"``."""
+    from core.perturbations import RealDefectPerturbations, SNIPerturbations
+
+    if name == "None":
+        return []
+    if name == "D":
+        masked = [it for it in train_items if it.mask is not None and it.mask.any()]
+        return [RealDefectPerturbations.from_images([it.image for it in masked],
+                                                    [it.mask for it in masked])]
+    if name == "SNI":
+        return [SNIPerturbations()]
+    raise ValueError(f"unknown OOD perturbation set {name!r}; choose one of {', '.join(OOD_SETS)}")
+
+
+def cnn_positive_sources(name: str, sampler) -> list:
+    """Positive-patch sources of the CNN for ``"D"``, ``"D+SC"``, ``"D+SC+SPC"`` or ``"D+SNI"``.
+
+    D draws real defect patches of the training radiographs; SC (circular indication), SPC (partial
+    circle) and SNI insert the indication into okay training patches.
+    """
+    from core.perturbations import SNIPerturbations, SyntheticAnomalies, apply_perturbation
+
+    def real(rng, n):
+        return sampler.defect(n, rng=rng)[0]
+
+    def inserted(source):
+        def draw(rng, n):
+            delta, weight = source.sample(rng, n)
+            return apply_perturbation(sampler.okay(n, rng=rng), delta, weight)
+
+        return draw
+
+    parts = name.split("+")
+    if parts[0] != "D" or name not in CNN_SETS:
+        raise ValueError(f"unknown CNN training set {name!r}; choose one of {', '.join(CNN_SETS)}")
+    make = {"SC": lambda: SyntheticAnomalies("circular_indication"),
+            "SPC": lambda: SyntheticAnomalies("partial_circle"), "SNI": SNIPerturbations}
+    return [real] + [inserted(make[p]()) for p in parts[1:]]
+
+
+# --- one model ------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    """Numbers of one trained model (one training set, one seed)."""
+
+    detector: str  # "ood" or "cnn"
+    training_set: str
+    seed: int
+    steps: int
+    train_seconds: float
+    eval_seconds: float
+    thresholds: dict
+    fpr_calibration: float
+    fpr_test: float
+    tpr: dict = field(default_factory=dict)  # test set -> TPR at the operating point
+    auc: dict = field(default_factory=dict)  # test set -> ROC AUC against the okay test patches
+    notes: list = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return run_key(self.detector, self.training_set, self.seed)
+
+
+def run_key(detector: str, training_set: str, seed: int) -> str:
+    return f"{detector}_{training_set.replace('+', '-')}_seed{seed}"
+
+
+def _split_scores(score, patch_sets: PatchSets) -> dict:
+    """Score the okay test patches and every test set in one call (one tf.function trace)."""
+    named = {"test_okay": patch_sets.test_okay, **patch_sets.test_sets()}
+    values = score(np.concatenate(list(named.values())))
+    bounds = np.cumsum([0] + [len(v) for v in named.values()])
+    return {name: values[a:b] for name, a, b in zip(named, bounds[:-1], bounds[1:])}
+
+
+def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float):
+    """Score every set with the OOD detector and apply thresholds calibrated on training-side data.
+
+    Returns
+    -------
+    numbers : dict
+        ``thresholds``, ``fpr_calibration``, ``fpr_test``, ``tpr`` and ``auc`` per test set.
+    scores : dict of ndarray (N, 2)
+        Raw per-patch scores, keys ``calibration_okay``, ``test_okay`` and every test set.
+    """
+    from core.calibration import calibrate
+    from core.scanning import patch_scores
+
+    scores = {"calibration_okay": patch_scores(patch_sets.calibration_okay, model)}
+    scores.update(_split_scores(lambda x: patch_scores(x, model), patch_sets))
+    thr = calibrate(scores["calibration_okay"], fpr=fpr)
+    pair = (thr.mean, thr.std)
+
+    def flagged(s):
+        return (s[:, 0] > thr.mean) | (s[:, 1] > thr.std)
+
+    okay_combined = combined_score(scores["test_okay"], pair)
+    numbers = {"thresholds": thr.to_dict(), "fpr_calibration": float(thr.fpr_achieved),
+               "fpr_test": float(np.mean(flagged(scores["test_okay"]))), "tpr": {}, "auc": {}}
+    for name in patch_sets.test_sets():
+        numbers["tpr"][name] = float(np.mean(flagged(scores[name])))
+        f, t, _ = roc_curve(okay_combined, combined_score(scores[name], pair))
+        numbers["auc"][name] = auc(f, t)
+    return numbers, scores
+
+
+def evaluate_cnn(model, patch_sets: PatchSets, *, fpr: float):
+    """Score every set with the CNN (logits) and threshold at ``fpr`` on the calibration okay patches."""
+    from core.cnn import cnn_logits
+
+    scores = {"calibration_okay": cnn_logits(model, patch_sets.calibration_okay)}
+    scores.update(_split_scores(lambda x: cnn_logits(model, x), patch_sets))
+    t = threshold_at_fpr(scores["calibration_okay"], fpr=fpr)
+    numbers = {"thresholds": {"logit": t, "sigmoid": float(1.0 / (1.0 + np.exp(-t))),
+                              "fpr_target": fpr, "n_okay": len(scores["calibration_okay"])},
+               "fpr_calibration": rate_above(scores["calibration_okay"], t),
+               "fpr_test": rate_above(scores["test_okay"], t), "tpr": {}, "auc": {}}
+    for name in patch_sets.test_sets():
+        numbers["tpr"][name] = rate_above(scores[name], t)
+        f, tp, _ = roc_curve(scores["test_okay"], scores[name])
+        numbers["auc"][name] = auc(f, tp)
+    return numbers, scores
+
+
+def train_ood(training_set: str, seed: int, budget: Budget, split: Split, *, out: Path,
+              progress=None):
+    """Train one OOD detector with ``core.training.train`` (saved to ``out``); return its bundle.
+
+    Steps and batch come from the budget; learning rate, warm-up, loss weights and precision are
+    ``core.training.TrainConfig``'s defaults, so the benchmark measures the recipe users train with.
+    """
+    from core.training import TrainConfig, train
+
+    sources = ood_perturbation_sources(training_set, split.train)
+    okay_sampler = _sampler(split.train, seed=seed)
+    config = TrainConfig(steps=budget.ood_steps, batch=budget.ood_batch, seed=seed, out=out,
+                         overwrite=True, images=[it.name for it in split.train],
+                         perturbations=[] if training_set == "None" else [training_set],
+                         name=f"benchmark {training_set} seed {seed}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return train(config, okay_sampler.okay, sources, progress=progress)
+
+
+def train_cnn_model(training_set: str, seed: int, budget: Budget, split: Split, *, progress=None):
+    """Train one CNN classifier on ``training_set``; returns the keras model."""
+    from core.cnn import CNNTrainConfig, train_cnn
+
+    sampler = _sampler(split.train, seed=seed)
+    config = CNNTrainConfig(steps=budget.cnn_steps, batch=budget.cnn_batch, seed=seed)
+    return train_cnn(config, lambda rng, n: sampler.okay(n, rng=rng),
+                     cnn_positive_sources(training_set, sampler), progress=progress)
+
+
+# --- the whole run --------------------------------------------------------------------------------
+
+def machine_description() -> dict:
+    """What ran the benchmark (written into the report)."""
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+    try:
+        info["cpus_usable"] = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        pass
+    try:
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+        info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    except ImportError:
+        info["tensorflow"] = None
+    return info
+
+
+def protocol_fingerprint(split: Split, budget: Budget) -> str:
+    """Hash of what makes cached per-model results reusable (split, budget, grading, version)."""
+    blob = json.dumps({"split": split.to_dict(), "budget": asdict(budget), "data_seed": DATA_SEED,
+                       "grades": GRADE_THRESHOLDS, "version": PROTOCOL_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _load_cached(runs_dir: Path, key: str, fingerprint: str):
+    path = runs_dir / f"{key}.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("fingerprint") != fingerprint:
+        return None
+    data.pop("fingerprint")
+    scores = dict(np.load(runs_dir / f"{key}.npz")) if (runs_dir / f"{key}.npz").is_file() else {}
+    return RunResult(**data), scores
+
+
+def _save_run(runs_dir: Path, result: RunResult, scores: dict, fingerprint: str) -> None:
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(runs_dir / f"{result.key}.npz", **scores)
+    tmp = runs_dir / f"{result.key}.json.tmp"
+    tmp.write_text(json.dumps({**asdict(result), "fingerprint": fingerprint}, indent=1))
+    tmp.replace(runs_dir / f"{result.key}.json")
+
+
+def summarise(results: list[RunResult]) -> dict:
+    """Mean and spread over seeds: ``{detector: {training_set: {test_set: SeedSummary}}}``."""
+    table: dict = {}
+    for r in results:
+        for name, value in r.tpr.items():
+            table.setdefault(r.detector, {}).setdefault(r.training_set, {}).setdefault(name, []).append(value)
+    return {d: {s: {n: mean_spread(v) for n, v in sets.items()} for s, sets in by_set.items()}
+            for d, by_set in table.items()}
+
+
+def run_benchmark(data, out, *, budget: str | Budget = "small", seeds: int = 3,
+                  ood_sets=OOD_SETS, cnn_sets=CNN_SETS, test_names=None, calibration_names=None,
+                  command: str | None = None, log=print) -> dict:
+    """Run the whole protocol on the dataset in ``data`` and write the report into ``out``.
+
+    Parameters
+    ----------
+    data : str or Path
+        A GDXray-layout folder or a folder of radiograph + ``_mask`` pairs (``core.datasets``).
+    out : str or Path
+        Output folder: ``report.md``, ``results.json``, ``figures/*.png``, ``runs/`` (per-model
+        numbers and raw scores, reused on a restart), ``models/`` (every trained OOD model).
+    budget : str or Budget
+        ``"small"``, ``"full"`` or ``"tiny"`` (see ``BUDGETS``).
+    seeds : int
+        Models per training set (the paper's 3).
+    ood_sets, cnn_sets : sequence of str
+        Training sets to run (default: all of Tables 3 and 2).
+    test_names, calibration_names : iterable of str, optional
+        Override the split (see :func:`make_split`).
+    command : str, optional
+        The command line, written in the report.
+    log : callable
+        Receives one line of progress text at a time.
+
+    Returns
+    -------
+    dict
+        Everything written to ``results.json``.
+    """
+    from core.datasets import load_dataset
+    from core.report import write_report
+
+    budget = BUDGETS[budget] if isinstance(budget, str) else budget
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    out = Path(out)
+    runs_dir = out / "runs"
+    started = time.time()
+    dataset = load_dataset(data, include_unmasked=False)
+    split = make_split(dataset, test_names=test_names, calibration_names=calibration_names)
+    fingerprint = protocol_fingerprint(split, budget)
+    log(f"split: train {[it.name for it in split.train]}, calibration "
+        f"{[it.name for it in split.calibration]}, test {[it.name for it in split.test]}")
+    t0 = time.time()
+    patch_sets = build_patch_sets(split, budget)
+    log(f"patch sets {patch_sets.counts()} in {time.time() - t0:.0f} s")
+
+    results: list[RunResult] = []
+    figure_scores: dict = {}
+    jobs = [("ood", s) for s in ood_sets] + [("cnn", s) for s in cnn_sets]
+    for detector, training_set in jobs:
+        for seed in range(seeds):
+            key = run_key(detector, training_set, seed)
+            cached = _load_cached(runs_dir, key, fingerprint)
+            model_path = out / "models" / f"{key}.keras"
+            if cached is not None and (key != _FIG11_KEY or model_path.is_file()):
+                result, scores = cached
+                log(f"{key}: reused from {runs_dir}")
+            else:
+                result, scores = _run_one(detector, training_set, seed, budget, split, patch_sets,
+                                          model_path, log)
+                _save_run(runs_dir, result, scores, fingerprint)
+            results.append(result)
+            if detector == "ood" or key == "cnn_D-SNI_seed0":
+                figure_scores[key] = scores
+    summary = summarise(results)
+    fig11_model = out / "models" / f"{_FIG11_KEY}.keras"
+    report = {
+        "command": command, "budget": asdict(budget), "seeds": seeds, "split": split.to_dict(),
+        "fingerprint": fingerprint, "machine": machine_description(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        "wall_seconds": None, "patch_counts": patch_sets.counts(),
+        "contrast": {"thresholds": {"high": GRADE_THRESHOLDS[0], "mid": GRADE_THRESHOLDS[1]},
+                     "test_defect_contrasts": [round(float(c), 3) for c in patch_sets.contrasts]},
+        "runs": [asdict(r) for r in results],
+        "summary": {d: {s: {n: asdict(v) for n, v in sets.items()} for s, sets in by.items()}
+                    for d, by in summary.items()},
+        "paper": {"table2": PAPER_TABLE2, "table3": PAPER_TABLE3},
+    }
+    report["wall_seconds"] = round(time.time() - started, 1)
+    write_report(out, report, patch_sets=patch_sets, figure_scores=figure_scores, split=split,
+                 fig11_model=fig11_model if fig11_model.is_file() else None, log=log)
+    report["wall_seconds"] = round(time.time() - started, 1)
+    log(f"report written to {out / 'report.md'} after {report['wall_seconds']:.0f} s")
+    return report
+
+
+_FIG11_KEY = "ood_SNI_seed0"  # the model whose sliding-window picture is Figure 11
+
+
+def _run_one(detector, training_set, seed, budget, split, patch_sets, model_path, log):
+    def progress(info):
+        if info.get("step") == info.get("steps") or info.get("step", 0) % 50 == 0:
+            loss = info.get("loss", info.get("total"))
+            log(f"  {detector} {training_set} seed {seed}: step {info.get('step')}/{info.get('steps')}"
+                + (f" loss {float(loss):.4g}" if loss is not None else ""))
+
+    t0 = time.time()
+    if detector == "ood":
+        bundle = train_ood(training_set, seed, budget, split, out=model_path, progress=progress)
+        t1 = time.time()
+        numbers, scores = evaluate_ood(bundle.model, patch_sets, fpr=budget.fpr)
+        steps = budget.ood_steps
+    else:
+        model = train_cnn_model(training_set, seed, budget, split, progress=progress)
+        t1 = time.time()
+        numbers, scores = evaluate_cnn(model, patch_sets, fpr=budget.fpr)
+        steps = budget.cnn_steps
+    t2 = time.time()
+    result = RunResult(detector, training_set, seed, steps, round(t1 - t0, 1), round(t2 - t1, 1),
+                       **numbers)
+    log(f"{result.key}: trained {t1 - t0:.0f} s, evaluated {t2 - t1:.0f} s, FPR test "
+        f"{100 * result.fpr_test:.2f} %, TPR " + ", ".join(f"{k} {100 * v:.0f}" for k, v in result.tpr.items()))
+    return result, scores

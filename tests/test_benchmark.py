@@ -1,0 +1,113 @@
+"""The benchmark protocol: the split, the training sets, the seed summary, and a tiny run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from core.benchmark import (CNN_SETS, GDXRAY_CALIBRATION, GDXRAY_TEST, TEST_ANOMALIES, RunResult,
+                            cnn_positive_sources, make_split, ood_perturbation_sources, summarise)
+from core.datasets import LabelledRadiograph, load_dataset
+
+
+def _sides(split):
+    return {side: {it.name for it in getattr(split, side)} for side in ("train", "calibration", "test")}
+
+
+def _groups_on_one_side(split):
+    where = {}
+    for side in ("train", "calibration", "test"):
+        for it in getattr(split, side):
+            where.setdefault(it.group, set()).add(side)
+    return all(len(s) == 1 for s in where.values())
+
+
+def test_random_split_never_separates_a_group():
+    # 12 radiographs in 6 groups of two (a crop and its original film), no pixels needed
+    items = [LabelledRadiograph(f"r{g}{k}", Path(f"r{g}{k}.png"), Path(f"r{g}{k}_mask.png"), f"g{g}")
+             for g in range(6) for k in "ab"]
+    for seed in range(20):
+        split = make_split(items, seed=seed)
+        assert _groups_on_one_side(split)
+        sides = _sides(split)
+        assert sides["test"] and sides["calibration"] and sides["train"]
+        assert sum(len(v) for v in sides.values()) == len(items)
+
+
+def test_gdxray_split_is_fixed_and_keeps_twins_together(gdxray):
+    dataset = load_dataset(gdxray, include_unmasked=True)  # with the W0003 originals
+    split = make_split(dataset)
+    sides = _sides(split)
+    assert set(GDXRAY_TEST) <= sides["test"]
+    assert set(GDXRAY_CALIBRATION) <= sides["calibration"]
+    assert _groups_on_one_side(split)
+    # the originals of the test crops (README: 0002 = W0003_0011, 0003 = W0003_0030) are test too
+    assert {"W0003_0011", "W0003_0030"} <= sides["test"]
+    assert "W0003_0011" not in sides["train"] | sides["calibration"]
+    assert "GDXray" in split.rule
+    masked = load_dataset(gdxray, include_unmasked=False)
+    assert _sides(make_split(masked))["train"] == {"W0001_0001", "W0001_0006", "W0001_0007"}
+
+
+def test_training_sets_are_validated():
+    with pytest.raises(ValueError, match="unknown CNN"):
+        cnn_positive_sources("SC", sampler=None)
+    with pytest.raises(ValueError, match="unknown OOD"):
+        ood_perturbation_sources("D+SNI", [])
+    assert ood_perturbation_sources("None", []) == []
+    assert len(cnn_positive_sources("D+SC+SPC", sampler=None)) == 3
+    assert set(CNN_SETS) == {"D", "D+SC", "D+SC+SPC", "D+SNI"}
+
+
+def test_summary_is_mean_and_half_range_over_seeds():
+    runs = [RunResult("ood", "SNI", seed, 10, 1.0, 1.0, {}, 0.001, 0.002, tpr={"high": t})
+            for seed, t in enumerate((0.90, 0.96, 0.93))]
+    cell = summarise(runs)["ood"]["SNI"]["high"]
+    assert cell.mean == pytest.approx(0.93)
+    assert cell.spread == pytest.approx(0.03)
+
+
+def test_command_refuses_unknown_sets(tmp_path, capsys):
+    rc = main(["benchmark", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+               "--cnn-sets", "D,SC"])
+    assert rc == 2
+    assert "unknown training set" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_report_json_and_figures(gdxray, tmp_path, capsys):
+    from skimage import io
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for number in ("0002", "0009"):  # two radiographs, cropped to keep the run short
+        image = io.imread(gdxray / "W0001" / f"W0001_{number}.png")[:, :1600]
+        mask = io.imread(gdxray / "W0002" / f"W0002_{number}.png")[:, :1600]
+        io.imsave(data / f"w{number}.png", image, check_contrast=False)
+        io.imsave(data / f"w{number}_mask.png", (mask > 0).astype(np.uint8) * 255, check_contrast=False)
+    out = tmp_path / "out"
+    rc = main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny", "--seeds", "1",
+               "--ood-sets", "SNI", "--cnn-sets", "D+SC"])
+    assert rc == 0
+    report = (out / "report.md").read_text()
+    assert "layout of the paper's Table 2" in report and "layout of the paper's Table 3" in report
+    assert "Synthetic raster" in report and "paper 100 (0)" in report
+    results = json.loads((out / "results.json").read_text())
+    assert {(r["detector"], r["training_set"]) for r in results["runs"]} == {("ood", "SNI"), ("cnn", "D+SC")}
+    for r in results["runs"]:
+        assert set(TEST_ANOMALIES) <= set(r["tpr"])
+        assert all(0.0 <= v <= 1.0 for v in r["tpr"].values())
+        assert 0.0 <= r["fpr_calibration"] <= results["budget"]["fpr"]
+    split = results["split"]
+    assert {it["name"] for it in split["train"]}.isdisjoint({it["name"] for it in split["test"]})
+    counts = results["patch_counts"]
+    assert counts["high"] + counts["mid"] + counts["low"] == results["budget"]["n_test_defect"]
+    assert len(results["contrast"]["test_defect_contrasts"]) == results["budget"]["n_test_defect"]
+    for name in ("fig9_residual_statistics.png", "fig10_roc.png", "fig11_sliding_window.png"):
+        picture = io.imread(out / "figures" / name)
+        assert picture.ndim == 3 and picture.shape[0] > 100 and picture.std() > 0
+        assert f"figures/{name}" in report
