@@ -1,0 +1,237 @@
+"""Thresholds for the residual tests, calibrated on held-out okay patches to a target FPR.
+
+Calibration rule
+----------------
+Each held-out okay patch gets two scores over its 156 x 156 aperture: the largest ``|local mean|``
+and the largest local std of its 9 x 9 kernels. A patch is a false positive when either score
+exceeds its threshold. Both thresholds are set at the same empirical quantile level of their
+score (the k-th smallest of each column, k the same for both); the smallest k whose joint
+patch-level false positive rate on the okay patches is at most the target is chosen, i.e. the most
+sensitive pair of thresholds that meets the target. The achieved FPR is given with a two-sided 95 %
+Clopper-Pearson interval.
+
+Calibration is refused (CalibrationError) when there are fewer than ``ceil(3 / fpr)`` okay patches:
+with fewer, even zero false positives cannot show the FPR is below the target (the "rule of
+three": zero events in n trials bound the rate by about 3/n at 95 % confidence).
+
+The okay scores are stored with the thresholds (float32, base64) so thresholds for another FPR
+can be derived without running the model again (``thresholds_from_metadata``).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from core.errors import CalibrationError
+from core.model import APERTURE
+
+DEFAULT_FPR = 0.001
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Operating point of the residual tests.
+
+    Attributes
+    ----------
+    mean, std : float
+        Thresholds on ``|local mean|`` and local std of the residual (grey levels of [0, 1]).
+    fpr_target : float
+        Patch-level false positive rate asked for.
+    n_okay : int
+        Okay patches used.
+    fpr_achieved : float
+        Patch-level FPR on those patches.
+    fpr_ci : tuple of float
+        Two-sided 95 % Clopper-Pearson interval of the FPR.
+    """
+
+    mean: float
+    std: float
+    fpr_target: float
+    n_okay: int
+    fpr_achieved: float
+    fpr_ci: tuple[float, float]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["fpr_ci"] = [float(v) for v in self.fpr_ci]
+        d["rule"] = "joint common quantile; Clopper-Pearson 95%"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Thresholds:
+        return cls(
+            mean=float(d["mean"]), std=float(d["std"]), fpr_target=float(d["fpr_target"]),
+            n_okay=int(d["n_okay"]), fpr_achieved=float(d["fpr_achieved"]),
+            fpr_ci=tuple(float(v) for v in d["fpr_ci"]),
+        )
+
+
+def min_okay_patches(fpr: float) -> int:
+    """Fewest okay patches that can support ``fpr`` (rule of three: ``ceil(3 / fpr)``)."""
+    _check_fpr(fpr)
+    return math.ceil(3.0 / fpr - 1e-9)
+
+
+def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR) -> Thresholds:
+    """Choose the two thresholds jointly so the okay patches' FPR is at most ``fpr``.
+
+    Parameters
+    ----------
+    okay_scores : ndarray of shape (N, 2)
+        Per okay patch: max ``|local mean|``, max local std over its aperture.
+    fpr : float
+        Target patch-level false positive rate, in (0, 1).
+
+    Raises
+    ------
+    CalibrationError
+        Fewer than ``min_okay_patches(fpr)`` patches, or scores that are not finite.
+    """
+    _check_fpr(fpr)
+    s = np.asarray(okay_scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != 2:
+        raise CalibrationError(f"okay scores must have shape (N, 2), got {s.shape}")
+    n = s.shape[0]
+    need = min_okay_patches(fpr)
+    if n < need:
+        raise CalibrationError(
+            f"{n} okay patches cannot support a false positive rate of {fpr:g}: "
+            f"at least {need} are needed (3 / fpr); add okay patches or raise the target"
+        )
+    if not np.isfinite(s).all():
+        raise CalibrationError("okay scores hold NaN or Inf values")
+    a = np.sort(s[:, 0])
+    b = np.sort(s[:, 1])
+    allowed = math.floor(fpr * n + 1e-9)
+
+    def false_positives(k: int) -> int:
+        return int(np.count_nonzero((s[:, 0] > a[k]) | (s[:, 1] > b[k])))
+
+    lo, hi = 0, n - 1  # false_positives(n - 1) == 0 <= allowed
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if false_positives(mid) <= allowed:
+            hi = mid
+        else:
+            lo = mid + 1
+    fp = false_positives(lo)
+    return Thresholds(
+        mean=float(a[lo]), std=float(b[lo]), fpr_target=float(fpr), n_okay=int(n),
+        fpr_achieved=fp / n, fpr_ci=clopper_pearson(fp, n),
+    )
+
+
+def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact two-sided binomial confidence interval for ``k`` events in ``n`` trials."""
+    from scipy.stats import beta
+
+    alpha = 1.0 - confidence
+    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def expected_false_flags_per_metre(
+    fpr: float, pixel_size_um: float, *, weld_width_mm: float | None = None,
+    aperture_px: int = APERTURE,
+) -> float:
+    """Expected falsely flagged patches per metre of accepted weld at this operating point.
+
+    Derivation: the patch-level FPR is the chance that one okay 156 x 156 px aperture holds at
+    least one flagged kernel. A metre of weld is covered by ``1000 / a`` non-overlapping apertures
+    along the weld, ``a = aperture_px * pixel_size_um / 1000`` mm, times ``ceil(w / a)`` rows of
+    them across a weld of width ``w`` mm (one row when the width is not given). The expected
+    number of apertures with a false flag is ``fpr`` times that count; since false flags are
+    small and rare, this is also about the number of false regions a reviewer sees per metre.
+
+    Parameters
+    ----------
+    fpr : float
+        Patch-level false positive rate.
+    pixel_size_um : float
+        Pixel size in micrometres.
+    weld_width_mm : float, optional
+        Width of the inspected band (weld and heat-affected zone).
+    """
+    _check_fpr(fpr)
+    if pixel_size_um is None or not pixel_size_um > 0:
+        raise ValueError("the pixel size must be known (micrometres > 0) to express flags per metre")
+    aperture_mm = aperture_px * pixel_size_um / 1000.0
+    rows = 1 if weld_width_mm is None else max(1, math.ceil(weld_width_mm / aperture_mm))
+    return fpr * (1000.0 / aperture_mm) * rows
+
+
+def encode_scores(scores: np.ndarray) -> dict:
+    """Compact JSON form of (N, 2) okay scores: float32 little-endian, base64."""
+    s = np.ascontiguousarray(scores, dtype="<f4")
+    return {"dtype": "<f4", "shape": list(s.shape), "base64": base64.b64encode(s.tobytes()).decode()}
+
+
+def decode_scores(d: dict) -> np.ndarray:
+    raw = base64.b64decode(d["base64"])
+    return np.frombuffer(raw, dtype=d.get("dtype", "<f4")).reshape(d["shape"]).astype(np.float64)
+
+
+def thresholds_from_metadata(metadata: dict, *, fpr: float | None = None) -> Thresholds | None:
+    """Thresholds stored in a model's metadata; re-derived from the stored okay scores for ``fpr``.
+
+    Returns None when the model was never calibrated. Raises CalibrationError when ``fpr`` differs
+    from the stored target and the stored scores are missing or too few for it.
+    """
+    stored = metadata.get("thresholds")
+    if stored is None and "okay_scores" not in metadata:
+        return None
+    if stored is not None:
+        thr = Thresholds.from_dict(stored)
+        if fpr is None or math.isclose(fpr, thr.fpr_target, rel_tol=1e-9):
+            return thr
+    if "okay_scores" not in metadata:
+        raise CalibrationError(
+            f"the model stores no okay scores, so thresholds for FPR {fpr:g} cannot be derived; "
+            "calibrate it again"
+        )
+    return calibrate(decode_scores(metadata["okay_scores"]), fpr=fpr or DEFAULT_FPR)
+
+
+def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
+                    progress=None, cancel=None) -> Thresholds:
+    """Score held-out okay patches with the model at ``path`` and store the thresholds.
+
+    Parameters
+    ----------
+    path : str or Path
+        A model saved by ``core.modelfile.save_model``.
+    okay_patches : ndarray of shape (N, 192, 192)
+        Held-out okay patches, float32 [0, 1] (never used in training).
+
+    Returns
+    -------
+    Thresholds
+        Also written to the model's sidecar as ``thresholds`` with the scores as ``okay_scores``.
+    """
+    from core.modelfile import load_model, update_metadata
+    from core.scanning import patch_scores
+
+    need = min_okay_patches(fpr)
+    if len(okay_patches) < need:  # refuse before spending time on the model
+        raise CalibrationError(
+            f"{len(okay_patches)} okay patches cannot support a false positive rate of {fpr:g}: "
+            f"at least {need} are needed (3 / fpr); add okay patches or raise the target"
+        )
+    bundle = load_model(path)
+    scores = patch_scores(okay_patches, bundle.model, progress=progress, cancel=cancel)
+    thr = calibrate(scores, fpr=fpr)
+    update_metadata(path, thresholds=thr.to_dict(), okay_scores=encode_scores(scores))
+    return thr
+
+
+def _check_fpr(fpr) -> None:
+    if not (isinstance(fpr, (int, float)) and 0.0 < fpr < 1.0):
+        raise CalibrationError(f"the false positive rate must lie in (0, 1), got {fpr!r}")

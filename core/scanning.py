@@ -1,0 +1,398 @@
+"""Whole-radiograph scan: the autoencoder over tiles, residual analysis, flagged regions.
+
+Tiling. The network is fully convolutional with total stride 4; output pixel (i, j) of an input
+tile reconstructs tile pixel (i + 18, j + 18), and only positions ``EDGE_MARGIN`` (4) px inside a
+tile's aperture equal a pass over the whole image. The local 9 x 9 statistics need 4 px more. So
+tiles (origins multiples of 4, one fixed shape per image) overlap by ``2 * HALO`` (HALO = 18 + 4 + 4
+= 26 px) and each keeps only its centre, except at the image's own borders. The result equals one
+pass of the whole-image model over the image padded (edge values) on the bottom and right to a
+multiple of 4, while memory stays bounded by the tile size. Maps are on the input pixel grid;
+the reconstruction and residual are NaN on the 18 px border, the local statistics on the 22 px
+border (the kernel's half-width more); flags are 0 there.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.calibration import Thresholds, thresholds_from_metadata
+from core.errors import CalibrationError
+from core.model import APERTURE, EDGE_MARGIN, OFFSET, PATCH, STRIDE
+from core.residual import FLAG_MEAN, FLAG_STD, KERNEL_SIZE, aperture_scores, local_mean_std
+
+TILE = 1024  # default tile side (input px, multiple of STRIDE)
+HALO = OFFSET + EDGE_MARGIN + KERNEL_SIZE // 2  # 26: px discarded at each interior tile side
+VALID_BORDER = OFFSET + KERNEL_SIZE // 2  # 22: where the local statistics start
+
+
+class ScanCancelled(Exception):
+    """Raised by ``scan_image`` and ``patch_scores`` when ``cancel()`` returned True."""
+
+
+@dataclass
+class Region:
+    """A connected group (8-connectivity) of flagged kernel centres.
+
+    ``bbox`` is ``(row0, col0, row1, col1)`` of the kernel centres, end-exclusive, on the input
+    grid; ``area_px`` counts flagged kernel centres; ``peak_mean`` is the signed local mean of
+    largest magnitude (negative: darker than reconstructed); ratios are to the thresholds and
+    ``severity`` is the larger; ``tests`` says which tests fired anywhere in the region;
+    ``size_mm`` is the bbox's (height, width) in mm when the pixel size is known.
+    """
+
+    id: int
+    bbox: tuple[int, int, int, int]
+    area_px: int
+    peak_mean: float
+    peak_std: float
+    mean_ratio: float
+    std_ratio: float
+    severity: float
+    tests: str
+    size_mm: tuple[float, float] | None
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "bbox": list(self.bbox), "area_px": self.area_px,
+            "peak_mean": self.peak_mean, "peak_std": self.peak_std,
+            "mean_ratio": self.mean_ratio, "std_ratio": self.std_ratio,
+            "severity": self.severity, "tests": self.tests,
+            "size_mm": None if self.size_mm is None else list(self.size_mm),
+        }
+
+
+@dataclass
+class ScanResult:
+    """Maps on the input pixel grid (float32, NaN where undefined) and flagged regions.
+
+    ``image`` is the scanned image itself (the caller's array, not a copy); ``reconstruction`` is
+    computed from it on access (``image - residual``) so that a 30000 x 3000 scan holds one
+    full-size float32 map fewer. ``flags`` is uint8: bit 1 = mean test, bit 2 = std test
+    (3 = both), 0 outside ``roi``. ``regions`` are sorted by decreasing severity; ``outside_roi``
+    holds those the ROI excluded.
+    """
+
+    image: np.ndarray
+    residual: np.ndarray
+    local_mean: np.ndarray
+    local_std: np.ndarray
+    flags: np.ndarray
+    regions: list[Region]
+    thresholds: Thresholds
+    model_sha256: str | None
+    pixel_size_um: float | None
+    timings: dict = field(default_factory=dict)
+    outside_roi: list[Region] = field(default_factory=list)
+
+    @property
+    def reconstruction(self) -> np.ndarray:
+        """The autoencoder's reconstruction on the input grid (NaN on the 18 px border)."""
+        return self.image - self.residual
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.regions)
+
+
+# --- running the network ----------------------------------------------------------------------
+
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _whole_image_runner(model):
+    """A tf.function running the whole-image copy of ``model`` (cached per model)."""
+    runner = _RUNNERS.get(model)
+    if runner is None:
+        import tensorflow as tf
+
+        from core.model import whole_image_model
+
+        full = whole_image_model(model)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)])
+        def run(x):
+            return full(x, training=False)[0]
+
+        runner = (full, run)
+        _RUNNERS[model] = runner
+    return runner[1]
+
+
+def _patch_runner(model):
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, PATCH, PATCH, 1], tf.float32)])
+    def run(x):
+        return model(x, training=False)[0]
+
+    return run
+
+
+def reconstruct_whole(image: np.ndarray, model) -> np.ndarray:
+    """Reference: one pass of the whole-image model over the image (padded to a multiple of 4).
+
+    Returns the reconstruction on the input grid, NaN on the 18 px border. Memory grows with the
+    image; use ``scan_image`` for real radiographs.
+    """
+    rows, cols = image.shape
+    pr, pc = -rows % STRIDE, -cols % STRIDE
+    x = np.pad(image, ((0, pr), (0, pc)), mode="edge")
+    out = _whole_image_runner(model)(x[None, :, :, None].astype(np.float32)).numpy()[0, :, :, 0]
+    recon = np.full((rows, cols), np.nan, np.float32)
+    recon[OFFSET:rows - OFFSET, OFFSET:cols - OFFSET] = out[:rows - 2 * OFFSET, :cols - 2 * OFFSET]
+    return recon
+
+
+def _tiles_1d(n_padded: int, tile: int) -> list[tuple[int, int, int]]:
+    """Tile origins and kept ranges along one axis: ``(start, keep_lo, keep_hi)``."""
+    if n_padded <= tile:
+        return [(0, OFFSET, n_padded - OFFSET)]
+    step = tile - 2 * HALO
+    starts = [0]
+    while starts[-1] + tile < n_padded:
+        starts.append(min(starts[-1] + step, n_padded - tile))
+    out = []
+    prev_hi = OFFSET
+    for s in starts:
+        hi = n_padded - OFFSET if s + tile >= n_padded else s + tile - HALO
+        out.append((s, prev_hi, hi))
+        prev_hi = hi
+    return out
+
+
+def tile_plan(shape: tuple[int, int], *, tile: int = TILE):
+    """Tiles for an image of ``shape``: ``(tile_rows, tile_cols, row_tiles, col_tiles)``."""
+    if tile % STRIDE or tile < PATCH:
+        raise ValueError(f"tile must be a multiple of {STRIDE} and at least {PATCH}, got {tile}")
+    rows, cols = shape
+    hp, wp = rows + (-rows % STRIDE), cols + (-cols % STRIDE)
+    tr, tc = min(tile, hp), min(tile, wp)
+    return tr, tc, _tiles_1d(hp, tr), _tiles_1d(wp, tc)
+
+
+# --- the scan ---------------------------------------------------------------------------------
+
+def resolve_thresholds(bundle, *, fpr: float | None = None) -> Thresholds:
+    """The bundle's thresholds, re-derived for ``fpr`` when given; CalibrationError if none."""
+    metadata = getattr(bundle, "metadata", None) or {}
+    thr = thresholds_from_metadata(metadata, fpr=fpr)
+    if thr is None:
+        thr = getattr(bundle, "thresholds", None)
+    if thr is None:
+        name = getattr(bundle, "path", None) or "the model"
+        raise CalibrationError(f"{name}: the model has no calibrated thresholds; calibrate it first")
+    return thr
+
+
+def scan_image(
+    image, bundle, *, fpr: float | None = None, thresholds: Thresholds | None = None,
+    roi: np.ndarray | None = None, pixel_size_um: float | None = None, progress=None,
+    cancel=None, tile: int = TILE,
+) -> ScanResult:
+    """Scan a whole radiograph.
+
+    Parameters
+    ----------
+    image : ndarray of shape (M, N), float32 [0, 1], or a ``core.imageio.Radiograph``
+        M, N >= 192.
+    bundle : core.modelfile.ModelBundle
+        Its patch ``model``, ``metadata`` (thresholds, okay scores) and ``sha256`` are used.
+    fpr : float, optional
+        Operating point; thresholds for it are derived from the stored okay scores. Default: the
+        calibrated thresholds.
+    thresholds : Thresholds, optional
+        Use these instead of the bundle's (overrides ``fpr``).
+    roi : ndarray of bool, shape (M, N), optional
+        Flags outside are not raised (their regions go to ``ScanResult.outside_roi``).
+    pixel_size_um : float, optional
+        For sizes in mm (default: the Radiograph's).
+    progress : callable, optional
+        ``progress(done, total)`` after each tile and after the regions (``total`` = tiles + 1).
+    cancel : callable, optional
+        Polled before each tile; returning True raises ScanCancelled.
+    tile : int
+        Tile side in px (multiple of 4); memory grows with its square.
+
+    Returns
+    -------
+    ScanResult
+    """
+    t_start = time.perf_counter()
+    if hasattr(image, "image") and hasattr(image, "pixel_size_um"):
+        if pixel_size_um is None:
+            pixel_size_um = image.pixel_size_um
+        image = image.image
+    image = np.asarray(image)
+    if image.ndim != 2 or image.dtype != np.float32:
+        raise ValueError(f"image must be a 2-D float32 array, got {image.dtype} {image.shape}")
+    rows, cols = image.shape
+    if min(rows, cols) < PATCH:
+        raise ValueError(f"image is {rows} x {cols} px; scanning needs at least {PATCH} px a side")
+    if roi is not None:
+        roi = np.asarray(roi, dtype=bool)
+        if roi.shape != image.shape:
+            raise ValueError(f"roi shape {roi.shape} differs from the image's {image.shape}")
+    thr = thresholds if thresholds is not None else resolve_thresholds(bundle, fpr=fpr)
+    run = _whole_image_runner(bundle.model)
+
+    tr, tc, row_tiles, col_tiles = tile_plan((rows, cols), tile=tile)
+    total = len(row_tiles) * len(col_tiles) + 1
+    resid = np.full((rows, cols), np.nan, np.float32)
+    lmean = np.full((rows, cols), np.nan, np.float32)
+    lstd = np.full((rows, cols), np.nan, np.float32)
+    flags = np.zeros((rows, cols), np.uint8)
+    t_model = t_stats = 0.0
+    done = 0
+    for r0, rlo, rhi in row_tiles:
+        rhi = min(rhi, rows - OFFSET)
+        for c0, clo, chi in col_tiles:
+            if cancel is not None and cancel():
+                raise ScanCancelled("scan cancelled")
+            chi = min(chi, cols - OFFSET)
+            t0 = time.perf_counter()
+            x = _cut(image, r0, c0, tr, tc)
+            out = run(x[None, :, :, None]).numpy()[0, :, :, 0]
+            t1 = time.perf_counter()
+            res = x[OFFSET:tr - OFFSET, OFFSET:tc - OFFSET] - out
+            # tile output index = input index - (origin + OFFSET)
+            ro, co = r0 + OFFSET, c0 + OFFSET
+            # statistics need the residual up to the image's crop: mask what lies beyond
+            res_for_stats = res
+            if r0 + tr - OFFSET > rows - OFFSET or c0 + tc - OFFSET > cols - OFFSET:
+                res_for_stats = res.copy()
+                res_for_stats[max(rows - OFFSET - ro, 0):, :] = np.nan
+                res_for_stats[:, max(cols - OFFSET - co, 0):] = np.nan
+            m, s = local_mean_std(res_for_stats)
+            if rhi > rlo and chi > clo:
+                src = (slice(rlo - ro, rhi - ro), slice(clo - co, chi - co))
+                dst = (slice(rlo, rhi), slice(clo, chi))
+                resid[dst] = res[src]
+                lmean[dst] = m[src]
+                lstd[dst] = s[src]
+                with np.errstate(invalid="ignore"):
+                    flags[dst] = (np.abs(m[src]) > thr.mean) * np.uint8(FLAG_MEAN) | (
+                        s[src] > thr.std
+                    ) * np.uint8(FLAG_STD)
+            t_stats += time.perf_counter() - t1
+            t_model += t1 - t0
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    if cancel is not None and cancel():
+        raise ScanCancelled("scan cancelled")
+    t2 = time.perf_counter()
+    outside: list[Region] = []
+    if roi is not None:
+        outside_flags = np.where(roi, 0, flags).astype(np.uint8)
+        flags[~roi] = 0
+        outside = find_regions(outside_flags, lmean, lstd, thr, pixel_size_um=pixel_size_um)
+        del outside_flags
+    regions = find_regions(flags, lmean, lstd, thr, pixel_size_um=pixel_size_um)
+    t3 = time.perf_counter()
+    if progress is not None:
+        progress(total, total)
+    timings = {
+        "model_s": t_model, "analysis_s": t_stats, "regions_s": t3 - t2,
+        "total_s": t3 - t_start, "tiles": total - 1, "tile_shape": [tr, tc],
+    }
+    return ScanResult(
+        image=image, residual=resid, local_mean=lmean, local_std=lstd, flags=flags,
+        regions=regions, thresholds=thr, model_sha256=getattr(bundle, "sha256", None),
+        pixel_size_um=pixel_size_um, timings=timings, outside_roi=outside,
+    )
+
+
+def _cut(image: np.ndarray, r0: int, c0: int, tr: int, tc: int) -> np.ndarray:
+    """``image[r0:r0+tr, c0:c0+tc]``, edge-padded where it runs past the bottom/right."""
+    x = image[r0:r0 + tr, c0:c0 + tc]
+    if x.shape != (tr, tc):
+        x = np.pad(x, ((0, tr - x.shape[0]), (0, tc - x.shape[1])), mode="edge")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def find_regions(flags: np.ndarray, local_mean: np.ndarray, local_std: np.ndarray,
+                 thresholds: Thresholds, *, pixel_size_um: float | None = None) -> list[Region]:
+    """Connected flagged kernels (8-connectivity) as Regions, by decreasing severity.
+
+    Rows without flags split the image into bands labelled one at a time, so memory follows the
+    flagged bands rather than the image.
+    """
+    from scipy import ndimage
+
+    row_any = flags.any(axis=1)
+    if not row_any.any():
+        return []
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], row_any.view(np.int8), [0]])))
+    structure = np.ones((3, 3), bool)
+    regions: list[Region] = []
+    for b0, b1 in zip(edges[0::2], edges[1::2]):
+        band = flags[b0:b1]
+        col_any = np.flatnonzero(band.any(axis=0))
+        c0, c1 = int(col_any[0]), int(col_any[-1]) + 1
+        band = band[:, c0:c1]
+        labels, n = ndimage.label(band > 0, structure=structure, output=np.int32)
+        for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+            mask = labels[sl] == k
+            glob = (slice(sl[0].start + b0, sl[0].stop + b0), slice(sl[1].start + c0, sl[1].stop + c0))
+            bits = np.bitwise_or.reduce(band[sl][mask])
+            means = local_mean[glob][mask]
+            peak_mean = float(means[np.argmax(np.abs(means))])
+            peak_std = float(local_std[glob][mask].max())
+            mr = abs(peak_mean) / thresholds.mean if thresholds.mean > 0 else float("inf")
+            sr = peak_std / thresholds.std if thresholds.std > 0 else float("inf")
+            bbox = (glob[0].start, glob[1].start, glob[0].stop, glob[1].stop)
+            size = None
+            if pixel_size_um:
+                size = ((bbox[2] - bbox[0]) * pixel_size_um / 1000.0,
+                        (bbox[3] - bbox[1]) * pixel_size_um / 1000.0)
+            tests = {3: "both", FLAG_STD: "std", FLAG_MEAN: "mean"}[int(bits)]
+            regions.append(Region(
+                id=0, bbox=tuple(int(v) for v in bbox), area_px=int(mask.sum()),
+                peak_mean=peak_mean, peak_std=peak_std, mean_ratio=float(mr), std_ratio=float(sr),
+                severity=float(max(mr, sr)), tests=tests, size_mm=size,
+            ))
+    regions.sort(key=lambda r: (-r.severity, r.bbox))
+    for i, r in enumerate(regions, start=1):
+        r.id = i
+    return regions
+
+
+# --- patches ----------------------------------------------------------------------------------
+
+def patch_scores(patches: np.ndarray, model, *, batch_size: int = 32, progress=None,
+                 cancel=None) -> np.ndarray:
+    """Per-patch scores ``(max |local mean|, max local std)`` over each patch's aperture.
+
+    Parameters
+    ----------
+    patches : ndarray of shape (N, 192, 192), float32 [0, 1]
+    model : keras.Model
+        The patch model (outputs ``[reconstruction, latent]``).
+
+    Returns
+    -------
+    scores : ndarray of shape (N, 2), float64
+    """
+    patches = np.asarray(patches)
+    if patches.ndim == 4 and patches.shape[-1] == 1:
+        patches = patches[..., 0]
+    if patches.ndim != 3 or patches.shape[1:] != (PATCH, PATCH):
+        raise ValueError(f"patches must have shape (N, {PATCH}, {PATCH}), got {patches.shape}")
+    if patches.dtype != np.float32:
+        raise ValueError(f"patches must be float32 in [0, 1], got {patches.dtype}")
+    run = _patch_runner(model)
+    out = np.empty((len(patches), 2), np.float64)
+    end = OFFSET + APERTURE
+    for i in range(0, len(patches), batch_size):
+        if cancel is not None and cancel():
+            raise ScanCancelled("scoring cancelled")
+        x = patches[i:i + batch_size]
+        recon = run(x[..., None]).numpy()[..., 0]
+        out[i:i + len(x)] = aperture_scores(x[:, OFFSET:end, OFFSET:end] - recon)
+        if progress is not None:
+            progress(min(i + batch_size, len(patches)), len(patches))
+    return out
