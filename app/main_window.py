@@ -4,6 +4,13 @@ Long work (reading a radiograph, loading the model, scanning) runs in a :class:`
 thread, one job at a time from a small queue; the GUI thread only draws and records verdicts.
 Actions are registered by stable ids in :attr:`MainWindow.actions` so tests can trigger them and
 ask which are enabled.
+
+Weld region of interest: after a radiograph is read, ``core.roi.find_weld`` runs as a job before
+the scan, and the scan flags only inside the region (flags outside are listed apart as 'outside
+weld', not queued for review). The region is drawn over the radiograph and can be adjusted (edge
+handles, widen/narrow/shift, add or cut a box); an adjusted region is recorded ("roi adjusted")
+and the radiograph is scanned again with it. Where no weld is found a non-blocking message offers
+to scan the whole image or to draw the region by hand.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ from pathlib import Path
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
-    QPushButton, QTabWidget, QToolBar, QWidget,
+    QApplication, QDockWidget, QFileDialog, QLabel, QListWidget, QListWidgetItem, QMainWindow,
+    QMessageBox, QProgressBar, QPushButton, QTabWidget, QToolBar, QWidget,
 )
 
 from app import theme
@@ -27,7 +34,10 @@ from app.detail_panel import DetailPanel, thumbnail_array
 from app.measure import MeasureTools, ProfilePlot
 from app.overlays import KIND_LABELS, KINDS, OverlayPanel, Overlays, overlay_layers
 from app.review_queue import THUMB_PX, ReviewQueue, WorklistQueue
-from app.review_session import ReviewSession, worklist_counts, worklist_regions
+from app.review_session import (
+    ReviewSession, roi_from_record, roi_record, worklist_counts, worklist_regions,
+)
+from app.roi_editor import WeldRoiLayer, adjust_step, box_mask, shifted, widened
 from app.shortcuts import ShortcutsDialog
 from app.verdicts import VERDICTS, VerdictPanel
 from app.viewer import PRESET_LABELS, PRESETS, ImageViewer
@@ -40,6 +50,8 @@ log = logging.getLogger(__name__)
 MAX_RECENT = 10
 SCAN_TILE = 1024
 MODEL_JOB = "Loading model"
+ROI_JOB = "Finding the weld"
+ROI_RESCAN_DELAY_MS = 700  # quiet time after the last region edit before scanning again
 FPR_CHOICES = (0.0005, 0.001, 0.002, 0.005, 0.01)
 
 
@@ -54,16 +66,45 @@ class ScanPayload:
     store_error: str | None = None
 
 
-def operating_point_text(thresholds, *, model_name: str, model_sha256: str,
-                         pixel_size_um: float | None) -> str:
-    """The operating point in words: model, target FPR and expected false flags per metre."""
+@dataclass
+class WeldNotFound:
+    """What the weld-finding job returns when there is no weld: the reason, for the message."""
+
+    message: str
+
+
+def weld_figures(fpr: float, pixel_size_um: float | None, weld_roi) -> tuple[float | None,
+                                                                           float | None]:
+    """(expected false flags per metre of weld, length of weld in the region in mm).
+
+    With a region the band is as wide as its median width (apertures across it counted); the
+    length is the region's centre line inside the image. Without a pixel size: (None, None).
+    """
+    import numpy as np
+
     from core.calibration import expected_false_flags_per_metre
 
+    if not pixel_size_um:
+        return None, None
+    if weld_roi is None:
+        return expected_false_flags_per_metre(fpr, pixel_size_um), None
+    width_mm = float(np.median(weld_roi.widths)) * pixel_size_um / 1000.0
+    per_m = expected_false_flags_per_metre(fpr, pixel_size_um, weld_width_mm=width_mm)
+    return per_m, weld_roi.length_mm(pixel_size_um)
+
+
+def operating_point_text(thresholds, *, model_name: str, model_sha256: str,
+                         pixel_size_um: float | None, weld_roi=None) -> str:
+    """The operating point in words: model, target FPR and expected false flags per metre
+    (of weld inside the region ``weld_roi`` when given)."""
     text = (f"Model {model_name} ({model_sha256[:8]}), operating point: "
             f"FPR {thresholds.fpr_target:.3%} of okay 156 px patches")
     if pixel_size_um:
-        per_m = expected_false_flags_per_metre(thresholds.fpr_target, pixel_size_um)
+        per_m, length = weld_figures(thresholds.fpr_target, pixel_size_um, weld_roi)
         text += f" = about {per_m:.2g} expected false flags per metre of weld"
+        if length is not None:
+            text += (f" inside the weld region ({length:.0f} mm of weld here: about "
+                     f"{per_m * length / 1000.0:.2g} expected)")
     else:
         text += " (pixel size unknown: false flags per metre of weld cannot be stated)"
     return text
@@ -115,6 +156,21 @@ class MainWindow(QMainWindow):
         self.operating_point = ""
         self._selecting = False
         self._loading_model: Path | None = None
+        self.weld_roi = None  # core.roi.WeldROI the scan is restricted to; None: whole image
+        self.roi_kind: str | None = None  # found, adjusted, drawn, whole image
+        self.roi_state = "none"  # none, finding, ready, not found
+        self.use_weld_roi = True
+        self.notices: list[str] = []  # non-error messages with a choice (e.g. no weld found)
+        self.completion: dict | None = None  # the "radiograph completed" record in force
+        self.supervisor_window = None
+        self._pending_evidence: tuple | None = None
+        self._scan_roi = None  # the mask the running scan is restricted to
+        self._thresholds = None
+        self.roi_notice = None
+        self._roi_timer = QTimer(self)
+        self._roi_timer.setSingleShot(True)
+        self._roi_timer.setInterval(ROI_RESCAN_DELAY_MS)
+        self._roi_timer.timeout.connect(self._scan_with_new_roi)
 
         self.runner = JobRunner(self)
         self.runner.progress.connect(self._on_progress)
@@ -131,6 +187,8 @@ class MainWindow(QMainWindow):
         self.viewer = ImageViewer(self)
         self.setCentralWidget(self.viewer)
         self.overlays = Overlays(self.viewer)
+        self.roi_layer = WeldRoiLayer(self.viewer)
+        self.roi_layer.edges_edited.connect(self._on_edges_edited)
         self.measure = MeasureTools(self.viewer)
         self.profile = ProfilePlot()
         self.measure.line_measured.connect(self._on_line)
@@ -145,6 +203,10 @@ class MainWindow(QMainWindow):
         self.queue_tabs = QTabWidget()
         self.queue_tabs.addTab(self.queue, "This radiograph")
         self.queue_tabs.addTab(self.worklist_queue, "Whole worklist")
+        self.outside_list = QListWidget()
+        self.outside_list.setToolTip("Flags outside the weld region: not queued for review")
+        self.outside_list.itemActivated.connect(self._on_outside_activated)
+        self.queue_tabs.addTab(self.outside_list, "Outside weld")
         self._pending_region: int | None = None
         self.detail = DetailPanel()
         self.verdict_panel = VerdictPanel()
@@ -182,6 +244,8 @@ class MainWindow(QMainWindow):
         self.op_label = QLabel("No model loaded")
         self.op_label.setObjectName("operatingPoint")
         self.user_label = QLabel(f"User: {self.user}" if self.user else "No user")
+        self.done_label = QLabel("")
+        self.done_label.setObjectName("radiographDone")
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setMaximumWidth(220)
@@ -190,6 +254,7 @@ class MainWindow(QMainWindow):
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self.cancel_job)
         sb.addWidget(self.cursor_label, 1)
+        sb.addPermanentWidget(self.done_label)
         sb.addPermanentWidget(self.op_label)
         sb.addPermanentWidget(self.user_label)
         sb.addPermanentWidget(self.progress)
@@ -281,6 +346,29 @@ class MainWindow(QMainWindow):
           icon="undo")
         a("verdict.missed", "Mark &missed indication (draw a box)", self.start_missed_box, "M",
           icon="missed")
+        a("review.supervisor", "&Supervisor's view...", self.open_supervisor, "Ctrl+Shift+S")
+        a("view.weld_roi", "Show the &weld region outline",
+          lambda on: self.set_roi_visible(on), "Alt+6", checkable=True)
+        self.actions["view.weld_roi"].setChecked(True)
+        a("scan.weld_roi", "Scan only the &weld region (find it first)",
+          lambda on: self.set_use_weld_roi(on), "Ctrl+Shift+W", checkable=True)
+        self.actions["scan.weld_roi"].setChecked(True)
+        a("roi.edit", "&Edit the weld region edges (drag the handles)",
+          lambda on: self.set_roi_editing(on), "E", checkable=True)
+        a("roi.widen", "&Widen the weld region", lambda: self.widen_roi(1), "]")
+        a("roi.narrow", "&Narrow the weld region", lambda: self.widen_roi(-1), "[")
+        a("roi.shift_left", "Shift the weld region to one side", lambda: self.shift_roi(1), ",")
+        a("roi.shift_right", "Shift the weld region to the other side",
+          lambda: self.shift_roi(-1), ".")
+        a("roi.add", "&Add a box to the weld region (draw it)",
+          lambda: self.draw_roi_box("add"), "Alt+A")
+        a("roi.cut", "&Cut a box from the weld region (draw it)",
+          lambda: self.draw_roi_box("cut"), "Alt+X")
+        a("roi.draw", "&Draw the weld region by hand (a box)",
+          lambda: self.draw_roi_box("draw"), "Alt+D")
+        a("roi.whole_image", "Scan the w&hole image (no weld region)", self.scan_whole_image,
+          "Alt+W")
+        a("roi.find", "&Find the weld again", self.find_weld_again, "Alt+G")
         a("help.shortcuts", "&Keyboard shortcuts", self.show_shortcuts,
           [QKeySequence.StandardKey.HelpContents, "?"], icon="help")
         a("help.about", "&About weldreview", self.show_about, "Ctrl+F1")
@@ -307,6 +395,7 @@ class MainWindow(QMainWindow):
             overlays.addAction(acts[f"overlay.{kind}"])
         overlays.addAction(acts["overlay.opacity_up"])
         overlays.addAction(acts["overlay.opacity_down"])
+        view.addAction(acts["view.weld_roi"])
         themes = view.addMenu("&Theme")
         for key in ("view.theme.light", "view.theme.dark", "view.toggle_theme"):
             themes.addAction(acts[key])
@@ -321,8 +410,14 @@ class MainWindow(QMainWindow):
                     "review.previous",
                     "review.next_unreviewed", "review.zoom_region", "review.queue_scope",
                     "review.auto_advance", None,
-                    *(f"verdict.{v}" for v in VERDICTS), "verdict.undo", "verdict.missed"):
+                    *(f"verdict.{v}" for v in VERDICTS), "verdict.undo", "verdict.missed",
+                    None, "review.supervisor"):
             review.addSeparator() if key is None else review.addAction(acts[key])
+        weld = review.addMenu("Weld &region")
+        for key in ("scan.weld_roi", None, "roi.edit", "roi.widen", "roi.narrow",
+                    "roi.shift_left", "roi.shift_right", "roi.add", "roi.cut", None, "roi.draw",
+                    "roi.whole_image", "roi.find"):
+            weld.addSeparator() if key is None else weld.addAction(acts[key])
         help_menu = mb.addMenu("&Help")
         help_menu.addAction(acts["help.shortcuts"])
         help_menu.addAction(acts["help.about"])
@@ -355,6 +450,11 @@ class MainWindow(QMainWindow):
             self.opacity.setValue(int(opacity))
         self.auto_advance = str(s.value("review/auto_advance", "true")).lower() in ("true", "1")
         self.actions["review.auto_advance"].setChecked(self.auto_advance)
+        self.use_weld_roi = str(s.value("scan/weld_roi", "true")).lower() in ("true", "1")
+        self.actions["scan.weld_roi"].setChecked(self.use_weld_roi)
+        shown = str(s.value("view/weld_roi", "true")).lower() in ("true", "1")
+        self.actions["view.weld_roi"].setChecked(shown)
+        self.roi_layer.set_visible(shown)
 
     def save_settings(self) -> None:
         s = self.settings
@@ -364,6 +464,8 @@ class MainWindow(QMainWindow):
             s.setValue(f"overlay/{kind}", self.overlays.visible[kind])
         s.setValue("overlay/opacity", self.opacity.value())
         s.setValue("review/auto_advance", self.auto_advance)
+        s.setValue("scan/weld_roi", self.use_weld_roi)
+        s.setValue("view/weld_roi", self.roi_layer.visible)
         s.sync()
 
     def recent_files(self) -> list[str]:
@@ -461,7 +563,8 @@ class MainWindow(QMainWindow):
 
     def is_busy(self) -> bool:
         """A job runs or waits, or the results of the last scan are still being shown."""
-        return self.runner.is_running() or bool(self._jobs) or self._selecting
+        return self.runner.is_running() or bool(self._jobs) or self._selecting or \
+            self._roi_timer.isActive()
 
     # ================================================================== opening
     def open_dialog(self) -> None:
@@ -550,7 +653,7 @@ class MainWindow(QMainWindow):
             self._pending_region = number
 
     def toggle_queue_scope(self) -> None:
-        self.queue_tabs.setCurrentIndex(1 - self.queue_tabs.currentIndex())
+        self.queue_tabs.setCurrentIndex(0 if self.queue_tabs.currentIndex() == 1 else 1)
         self.queue_tabs.currentWidget().setFocus()
 
     def open_next_radiograph(self) -> None:
@@ -589,6 +692,14 @@ class MainWindow(QMainWindow):
     def _on_loaded(self, path: Path, radiograph) -> None:
         self.radiograph, self.result, self.current_path = radiograph, None, path
         self.overlays.set_result(None)
+        self._roi_timer.stop()
+        self._close_roi_notice()  # it offered choices for the previous radiograph
+        self.weld_roi, self.roi_kind, self.roi_state = None, None, "none"
+        self.roi_layer.set_roi(None)
+        self.actions["roi.edit"].setChecked(False)
+        self.outside_list.clear()
+        self.queue_tabs.setTabText(2, "Outside weld")
+        self._set_completion(None)
         self.measure.clear()
         self._clear_missed()
         self.queue.set_regions([], None)
@@ -610,7 +721,11 @@ class MainWindow(QMainWindow):
                 self._show_missed()
             except Exception as exc:  # noqa: BLE001 - a store failure must not stop viewing
                 self.show_error(f"{self.store.path}: {exc}")
-        self.start_scan()
+        self._apply_pending_evidence(zoom_only=True)
+        if not self._prepare_roi():
+            self.start_scan()
+        elif self.current_path is not None:
+            self.worklist.update_entry(self.current_path, state="scanning")
         self._update_actions()
 
     # ================================================================== model and scan
@@ -687,15 +802,19 @@ class MainWindow(QMainWindow):
         self._update_operating_point(thr)
 
     def _update_operating_point(self, thr) -> None:
+        if self.bundle is None:
+            return
+        self._thresholds = thr
         px = self.radiograph.pixel_size_um if self.radiograph is not None else None
         text = operating_point_text(thr, model_name=self.bundle.name,
-                                    model_sha256=self.bundle.sha256, pixel_size_um=px)
+                                    model_sha256=self.bundle.sha256, pixel_size_um=px,
+                                    weld_roi=self.weld_roi)
         short = f"Model {self.bundle.name} | FPR {thr.fpr_target:.2%} per patch"
         if px:
-            from core.calibration import expected_false_flags_per_metre
-
-            per_m = expected_false_flags_per_metre(thr.fpr_target, px)
+            per_m, length = weld_figures(thr.fpr_target, px, self.weld_roi)
             short += f" = {per_m:.2g} expected false flags per metre of weld"
+            if length is not None:
+                short += " in the region"
         self.op_label.setText(short)
         self.op_label.setToolTip(text)
         self.operating_point = text
@@ -765,10 +884,18 @@ class MainWindow(QMainWindow):
             if self.model_error is None and self._loading_model is None:
                 self.show_error("No model loaded: not scanning.")
             return False
+        if self.roi_state == "finding":
+            return False  # the weld-finding job starts the scan when it is done
+        if self.roi_state == "not found":
+            self.show_status("No weld found: choose Scan whole image or Draw region by hand "
+                             "(Review > Weld region).")
+            return False
+        self._scan_roi = None if self.weld_roi is None else self.weld_roi.mask
         if self.session is not None:
             fpr = self.fpr if self.fpr is not None else self.bundle.thresholds.fpr_target
+            record = None if self.roi_kind is None else roi_record(self.weld_roi, self.roi_kind)
             try:
-                self.session.begin_scan(self.bundle.sha256, fpr)
+                self.session.begin_scan(self.bundle.sha256, fpr, roi=record)
             except Exception as exc:  # noqa: BLE001 - a store failure must not stop the scan
                 self.show_error(f"{self.store.path}: {exc}")
         return True
@@ -782,7 +909,7 @@ class MainWindow(QMainWindow):
         session = self.session
         if bundle is None:
             raise RuntimeError(self.model_error or "no model loaded")
-        result = scan_image(radiograph.image, bundle, fpr=fpr,
+        result = scan_image(radiograph.image, bundle, fpr=fpr, roi=self._scan_roi,
                             pixel_size_um=radiograph.pixel_size_um,
                             progress=lambda done, total: progress(0.95 * done / total),
                             cancel=cancel, tile=tile)
@@ -828,15 +955,21 @@ class MainWindow(QMainWindow):
         verdicts = {r.id: getattr(r, "verdict", None) for r in regions}
         self.queue.set_regions(regions, radiograph.image, verdicts=verdicts,
                                thumbnails=payload.thumbnails)
+        self._show_outside(result)
         self._update_worklist_entry()
         n = len(regions)
         self._update_actions()
+        where = "weld in the region" if self.weld_roi is not None else "weld"
+        outside = len(result.outside_roi)
         self.show_status(
-            f"Scan done in {result.timings.get('total_s', 0):.1f} s: {n} flagged region"
-            f"{'' if n == 1 else 's'}. Unflagged weld is accepted by the detector at this "
-            "operating point." if n else
-            f"Scan done in {result.timings.get('total_s', 0):.1f} s: nothing flagged; the weld "
-            "is accepted by the detector at this operating point.")
+            (f"Scan done in {result.timings.get('total_s', 0):.1f} s: {n} flagged region"
+             f"{'' if n == 1 else 's'}. Unflagged {where} is accepted by the detector at this "
+             "operating point." if n else
+             f"Scan done in {result.timings.get('total_s', 0):.1f} s: nothing flagged; the "
+             f"{where} is accepted by the detector at this operating point.")
+            + (f" {outside} flag{'' if outside == 1 else 's'} outside the weld region (listed "
+               "apart, not for review)." if outside else ""))
+        self._check_completion()
         if n:
             # select in the next event-loop turn, so drawing the results and filling the
             # evidence panel do not add up to one long pause
@@ -850,12 +983,14 @@ class MainWindow(QMainWindow):
         self._loading_model: Path | None = None
         pending, self._pending_region = self._pending_region, None
         if not self.queue.regions:
+            self._apply_pending_evidence()
             return
         row = self.queue.next_unreviewed()
         self.queue.setCurrentRow(0 if row is None else row)
         if pending is not None:
             self.queue.select_region(pending)
         self.queue.setFocus()
+        self._apply_pending_evidence()
 
     # ================================================================== review
     def _on_region_selected(self, number: int) -> None:
@@ -910,6 +1045,7 @@ class MainWindow(QMainWindow):
                 self.verdict_panel.show_region(region, verdict)
         else:
             self.verdict_panel.show_region(region, verdict)
+        self._check_completion()
 
     def undo_verdict(self) -> None:
         if self.session is None:
@@ -924,15 +1060,16 @@ class MainWindow(QMainWindow):
             return
         region, restored = out
         self.queue.select_region(region.id)
+        self.queue.set_verdict(region.id, region.verdict)
         if restored:
-            self.queue.set_verdict(region.id, region.verdict)
             self.show_status(f"Region {region.id}: back to {VERDICTS[region.verdict][1]} "
                              "(recorded as a new verdict).")
         else:
-            self.show_status(f"Region {region.id} selected again: its verdict stays in the "
-                             "record until you give another one (verdicts are never deleted).")
+            self.show_status(f"Region {region.id}: verdict withdrawn, the region is unreviewed "
+                             "again (the record keeps both: verdicts are never deleted).")
         self.verdict_panel.show_region(region, self.queue.verdicts.get(region.id))
         self._update_worklist_entry()
+        self._check_completion()
 
     def _update_worklist_entry(self) -> None:
         if self.current_path is None:
@@ -1017,6 +1154,7 @@ class MainWindow(QMainWindow):
     # ================================================================== tools, overlays
     def set_tool(self, tool: str) -> None:
         self._missed_mode = False
+        self.roi_layer.cancel_box()
         self.measure.set_tool(tool)
         if tool == "line":
             self.bottom_tabs.setCurrentWidget(self.profile)
@@ -1035,6 +1173,412 @@ class MainWindow(QMainWindow):
                 widget.blockSignals(True)
                 widget.setChecked(bool(on))
                 widget.blockSignals(False)
+
+    # ================================================================== weld region of interest
+    def _prepare_roi(self) -> bool:
+        """Decide the weld region of the radiograph just read: the one set by hand earlier (from
+        the store), else find it in a job that then starts the scan. True when that job was
+        queued (the caller must not start the scan itself)."""
+        stored = None
+        if self.session is not None and self.session.radiograph_id is not None:
+            try:
+                stored = self.session.stored_roi()
+                roi = roi_from_record(stored)
+            except Exception as exc:  # noqa: BLE001 - a store failure must not stop viewing
+                self.show_error(f"{self.store.path}: the stored weld region is not usable "
+                                f"({exc}); finding the weld again")
+                stored = None
+        if stored is not None:
+            self._set_roi(roi, stored.get("kind") or "adjusted")
+            return False
+        if not self.use_weld_roi:
+            return False
+        self._queue_roi_job(record=False)
+        return True
+
+    def _queue_roi_job(self, *, record: bool) -> None:
+        """Find the weld in a job, then scan; ``record`` stores the found region as the one in
+        use (when it replaces a region set by hand)."""
+        radiograph = self.radiograph
+        self.roi_state = "finding"
+        self.show_status(f"Finding the weld in {self.current_path.name}...")
+
+        def find(progress, cancel):
+            from core.roi import WeldNotFoundError, find_weld
+
+            try:
+                return find_weld(radiograph.image, include_haz=True)
+            except WeldNotFoundError as exc:
+                return WeldNotFound(str(exc))
+
+        def found(roi):
+            if radiograph is not self.radiograph:
+                return
+            if isinstance(roi, WeldNotFound):
+                self._on_weld_not_found(roi.message)
+                return
+            self._set_roi(roi, "found")
+            if record:
+                self._record_roi()
+            self.start_scan()
+
+        def failed(message):
+            if radiograph is not self.radiograph:
+                return
+            self.roi_state = "none"
+            self.show_error(f"Finding the weld failed ({message}); the whole image is scanned.")
+            self.start_scan()
+
+        def cancelled():
+            if radiograph is self.radiograph:
+                self.roi_state = "none"
+
+        self._queue_job(ROI_JOB, find, on_success=found, on_failure=failed, on_cancel=cancelled)
+
+    def _set_roi(self, roi, kind: str) -> None:
+        """Use ``roi`` (None: the whole image) made as ``kind``; draw it."""
+        self.weld_roi, self.roi_kind, self.roi_state = roi, kind, "ready"
+        editing = self.actions["roi.edit"].isChecked() and roi is not None
+        self.roi_layer.set_roi(roi)
+        if editing:
+            self.roi_layer.start_editing()
+        else:
+            self.actions["roi.edit"].setChecked(False)
+        thr = self.result.thresholds if self.result is not None else getattr(
+            self, "_thresholds", None)
+        if thr is not None:
+            self._update_operating_point(thr)
+        self._update_actions()
+
+    def _on_weld_not_found(self, message: str) -> None:
+        """No weld: say so without blocking, and offer the whole image or a hand-drawn region."""
+        self.weld_roi, self.roi_kind, self.roi_state = None, None, "not found"
+        self.roi_layer.set_roi(None)
+        name = self.current_path.name if self.current_path else "this radiograph"
+        text = f"{name}: {message}"  # says what was looked for and offers the two choices
+        self.notices.append(text)
+        self.show_status(text, 15000)
+        if self.current_path is not None:
+            self.worklist.update_entry(self.current_path, state="not scanned",
+                                       message="no weld found")
+        self._close_roi_notice()
+        box = QMessageBox(QMessageBox.Icon.Information, "weldreview: no weld found", text,
+                          QMessageBox.StandardButton.NoButton, self)
+        whole = box.addButton("Scan whole image", QMessageBox.ButtonRole.AcceptRole)
+        draw = box.addButton("Draw region by hand", QMessageBox.ButtonRole.ActionRole)
+        whole.clicked.connect(self.scan_whole_image)
+        draw.clicked.connect(lambda: self.draw_roi_box("draw"))
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.show()
+        self.roi_notice = box
+        self._update_actions()
+
+    def _close_roi_notice(self) -> None:
+        box, self.roi_notice = getattr(self, "roi_notice", None), None
+        if box is not None:
+            try:
+                box.close()
+            except RuntimeError:  # already deleted by Qt
+                pass
+
+    def _record_roi(self) -> None:
+        if self.session is None or self.radiograph is None:
+            return
+        try:
+            self.session.record_roi(roi_record(self.weld_roi, self.roi_kind))
+        except Exception as exc:  # noqa: BLE001 - the region is still used for this scan
+            self.show_error(f"{self.store.path}: {exc}")
+
+    def _apply_roi_edit(self, roi, kind: str) -> None:
+        """Use an adjusted region: draw it, record it ("roi adjusted") and scan again with it
+        once the user pauses editing."""
+        reviewed = self.queue.n_reviewed() if self.result is not None else 0
+        self._close_roi_notice()
+        self._set_roi(roi, kind)
+        self._record_roi()
+        self._roi_timer.start()
+        what = "the whole image" if roi is None else "the adjusted weld region"
+        text = f"Weld region {kind}: scanning {what} again..."
+        if reviewed:
+            text += (f" The {reviewed} verdict{'' if reviewed == 1 else 's'} given stay with the "
+                     "earlier scan's regions.")
+        self.show_status(text)
+
+    def _scan_with_new_roi(self) -> None:
+        if self.radiograph is None:
+            return
+        if self.runner.is_running() and self.runner.name == "Scanning":
+            self.runner.cancel()  # a scan with the earlier region
+        self._jobs = deque(job for job in self._jobs if job[0] != "Scanning")
+        self.start_scan()
+
+    def scan_whole_image(self) -> None:
+        """Scan without a weld region (recorded as the user's choice)."""
+        if self.radiograph is None:
+            self.show_status("Open a radiograph first.")
+            return
+        self.roi_layer.cancel_box()
+        self._apply_roi_edit(None, "whole image")
+
+    def find_weld_again(self) -> None:
+        """Find the weld afresh (dropping a region adjusted by hand) and scan again."""
+        if self.radiograph is None:
+            self.show_status("Open a radiograph first.")
+            return
+        self._close_roi_notice()
+        self._roi_timer.stop()
+        if self.runner.is_running() and self.runner.name == "Scanning":
+            self.runner.cancel()
+        self._jobs = deque(job for job in self._jobs if job[0] != "Scanning")
+        self._queue_roi_job(record=True)
+
+    def set_roi_visible(self, on: bool) -> None:
+        self.roi_layer.set_visible(on)
+        act = self.actions.get("view.weld_roi")
+        if act is not None and act.isChecked() != bool(on):
+            act.setChecked(bool(on))
+
+    def set_use_weld_roi(self, on: bool) -> None:
+        """Scan only the weld region (found automatically) of the radiographs opened next."""
+        self.use_weld_roi = bool(on)
+        if self.radiograph is not None:
+            self.show_status("Applies to the radiographs opened next; for this one use Find the "
+                             "weld again or Scan the whole image (Review > Weld region).")
+
+    def set_roi_editing(self, on: bool) -> None:
+        """Show (or hide) draggable handles on the two edges of the weld region."""
+        if on and self.weld_roi is None:
+            self.actions["roi.edit"].setChecked(False)
+            self.show_status("No weld region to edit: draw one (Alt+D) or find the weld (Alt+G).")
+            return
+        if on:
+            self.roi_layer.start_editing()
+            self.show_status("Drag the handles on the weld region's edges; the radiograph is "
+                             "scanned again after each change (E: stop editing).")
+        else:
+            self.roi_layer.stop_editing()
+
+    def _on_edges_edited(self, edge_a, edge_b) -> None:
+        # the handles that emitted this are replaced: leave their signal first
+        QTimer.singleShot(0, lambda: self._edges_to_roi(edge_a, edge_b))
+
+    def _edges_to_roi(self, edge_a, edge_b) -> None:
+        from core.roi import WeldROI
+
+        if self.radiograph is None or self.weld_roi is None:
+            return
+        try:
+            roi = WeldROI.from_edges(self.weld_roi.shape, edge_a, edge_b)
+        except ValueError as exc:
+            self.show_error(f"The weld region cannot be built from these edges: {exc}")
+            return
+        if not roi.mask.any():
+            self.show_error("The edges enclose no part of the image: the region is unchanged.")
+            return
+        roi.haz_margin_px = self.weld_roi.haz_margin_px
+        self._apply_roi_edit(roi, "adjusted")
+
+    def widen_roi(self, sign: int) -> None:
+        """Move both edges of the weld region out (``sign`` 1) or in (-1) by one step."""
+        if self.weld_roi is None:
+            self.show_status("No weld region.")
+            return
+        try:
+            roi = widened(self.weld_roi, sign * adjust_step(self.weld_roi))
+        except ValueError as exc:
+            self.show_status(str(exc))
+            return
+        self._apply_roi_edit(roi, "adjusted")
+
+    def shift_roi(self, sign: int) -> None:
+        """Move the weld region one step across the weld."""
+        if self.weld_roi is None:
+            self.show_status("No weld region.")
+            return
+        try:
+            roi = shifted(self.weld_roi, sign * adjust_step(self.weld_roi))
+        except ValueError as exc:
+            self.show_status(str(exc))
+            return
+        self._apply_roi_edit(roi, "adjusted")
+
+    def draw_roi_box(self, mode: str) -> None:
+        """Let the user drag a box: "add" it to the region, "cut" it out, or "draw" the region."""
+        if self.radiograph is None:
+            self.show_status("Open a radiograph first.")
+            return
+        if mode in ("add", "cut") and self.weld_roi is None:
+            self.show_status("No weld region to change: draw one (Alt+D).")
+            return
+        self.set_tool("none")
+        self.roi_layer.draw_box(lambda bbox: self.apply_roi_box(mode, bbox))
+        what = {"add": "to add to the weld region", "cut": "to cut from the weld region",
+                "draw": "around the weld: it becomes the region scanned"}[mode]
+        self.show_status(f"Drag a box {what} (Esc to stop).")
+
+    def apply_roi_box(self, mode: str, bbox) -> None:
+        """Add the box ``bbox`` (row0, col0, row1, col1) to the region, cut it, or make it the
+        region ("draw"); then scan again."""
+        from core.roi import WeldROI
+
+        self.roi_layer.cancel_box()
+        box = box_mask(self.radiograph.shape, bbox)
+        if not box.any():
+            self.show_status("The box lies outside the image.")
+            return
+        try:
+            if mode == "draw":
+                roi, kind = WeldROI.from_mask(box, hand_edited=True), "drawn"
+            elif mode == "add":
+                roi, kind = self.weld_roi.edited(add=box), "adjusted"
+            else:
+                roi, kind = self.weld_roi.edited(cut=box), "adjusted"
+        except ValueError as exc:  # e.g. everything cut away
+            self.show_error(f"The weld region is unchanged: {exc}")
+            return
+        self._apply_roi_edit(roi, kind)
+
+    def _show_outside(self, result) -> None:
+        """List the flags outside the weld region (shown apart, not for review)."""
+        self.outside_list.clear()
+        outside = list(getattr(result, "outside_roi", []) or [])
+        for region in outside:
+            r0, c0, r1, c1 = region.bbox
+            item = QListWidgetItem(f"outside weld: {region.tests}, severity "
+                                   f"{region.severity:.2f} x thr, rows {r0}-{r1}, cols {c0}-{c1}")
+            item.setData(Qt.ItemDataRole.UserRole, region)
+            self.outside_list.addItem(item)
+        self.queue_tabs.setTabText(2, f"Outside weld ({len(outside)})")
+
+    def _on_outside_activated(self, item) -> None:
+        region = item.data(Qt.ItemDataRole.UserRole)
+        if region is None or self.result is None:
+            return
+        self.viewer.zoom_to(region.bbox)
+        self.detail.show_region(self.radiograph.image, self.result, region)
+        self.bottom_tabs.setCurrentWidget(self.detail)
+
+    # ================================================================== radiograph done
+    def _check_completion(self) -> None:
+        """Record "radiograph completed" once every flagged region has a decision."""
+        if self.session is None or self.result is None or self.session.scan_id is None:
+            return
+        if self.queue.n_reviewed() < len(self.queue.regions):
+            self._set_completion(None)
+            return
+        thr = self.result.thresholds
+        per_m, length = weld_figures(thr.fpr_target, self.radiograph.pixel_size_um,
+                                     self.weld_roi)
+        try:
+            record = self.session.complete(false_flags_per_m=per_m, weld_length_mm=length,
+                                           roi=self.weld_roi is not None)
+        except Exception as exc:  # noqa: BLE001
+            self.show_error(f"{self.store.path}: {exc}")
+            return
+        self._set_completion(record)
+        if record is not None:
+            self.show_status("Radiograph done: " + record["details"]["statement"], 15000)
+
+    def _set_completion(self, record: dict | None) -> None:
+        self.completion = record
+        if record is None:
+            self.done_label.setText("")
+            self.done_label.setToolTip("")
+        else:
+            self.done_label.setText("Radiograph done")
+            self.done_label.setToolTip(record["details"]["statement"])
+
+    # ================================================================== supervisor, evidence
+    def open_supervisor(self):
+        """Open the supervisor's view (supervisors only; others get a message)."""
+        from app.supervisor import open_supervisor_window
+
+        return open_supervisor_window(self, self.store, self.user)
+
+    def show_evidence(self, path, bbox, scan_id: int | None, region_id: int | None) -> None:
+        """Show a decision's evidence: the radiograph at ``path`` zoomed to ``bbox`` with the
+        region's detail panel (opened and scanned first when it is not the one shown).
+
+        Called by the supervisor's view; raises FileNotFoundError when the file is gone.
+        """
+        path = Path(path).resolve()
+        self._pending_evidence = (path, tuple(bbox) if bbox is not None else None, scan_id,
+                                  region_id)
+        self.raise_()
+        self.activateWindow()
+        if path == self.current_path and self.radiograph is not None:
+            if self.result is not None and not self.is_busy():
+                self._apply_pending_evidence()
+            else:
+                self._apply_pending_evidence(zoom_only=True)
+            return
+        if not path.is_file():
+            self._pending_evidence = None
+            raise FileNotFoundError(f"{path}: the radiograph file is gone")
+        self.open_file(path)
+
+    def _apply_pending_evidence(self, *, zoom_only: bool = False) -> None:
+        ev = self._pending_evidence
+        if ev is None or self.radiograph is None or ev[0] != self.current_path:
+            return
+        path, bbox, scan_id, region_id = ev
+        if zoom_only:
+            self._check_evidence_file(path)
+            if bbox is not None:
+                self.viewer.zoom_to(bbox)
+            return
+        self._pending_evidence = None
+        self.bottom_tabs.setCurrentWidget(self.detail)
+        session = self.session
+        if session is not None and region_id is not None and session.scan_id == scan_id:
+            region = next((r for r in session.regions if r.db_id == region_id), None)
+            if region is not None:
+                self.queue_tabs.setCurrentWidget(self.queue)
+                self.queue.select_region(region.id)
+                self._on_region_selected(region.id)
+                return
+        if bbox is None:
+            return
+        self.viewer.zoom_to(bbox)
+        if self.result is None:
+            self.show_status("The radiograph is not scanned with a model: the region is shown "
+                             "without its evidence maps.")
+            return
+        self.detail.show_region(self.radiograph.image, self.result,
+                                self._evidence_region(scan_id, region_id, bbox))
+        current = session.scan_id if session is not None else None
+        if scan_id is not None and scan_id != current:
+            self.show_status(f"The decision was made on scan {scan_id}; its region is shown with "
+                             f"the maps of the current scan ({current or 'not stored'}).")
+
+    def _evidence_region(self, scan_id, region_id, bbox):
+        """A region-like object for the detail panel (from the store when it knows it)."""
+        from types import SimpleNamespace
+
+        if self.store is not None and region_id is not None and scan_id is not None:
+            try:
+                row = next((r for r in self.store.regions(scan_id) if r["id"] == region_id), None)
+            except Exception:  # noqa: BLE001 - fall back to the bbox alone
+                row = None
+            if row is not None:
+                return SimpleNamespace(id=row["number"], bbox=tuple(row["bbox"]),
+                                       tests=row["tests"], severity=row["severity"] or 0.0,
+                                       area_px=row["area_px"] or 0, size_mm=row["size_mm"])
+        r0, c0, r1, c1 = bbox
+        return SimpleNamespace(id="(missed indication)", bbox=tuple(bbox), tests="no",
+                               severity=0.0, area_px=(r1 - r0) * (c1 - c0), size_mm=None)
+
+    def _check_evidence_file(self, path: Path) -> None:
+        if self.store is None:
+            return
+        try:
+            known = self.store.radiograph(str(path))
+        except ValueError:
+            return
+        if known["sha256"] != self.radiograph.sha256:
+            self.show_error(f"{path}: no longer holds the reviewed radiograph (its sha256 "
+                            "differs); the evidence shown may not be what was reviewed")
 
     # ================================================================== help, user
     def show_shortcuts(self) -> None:
@@ -1081,6 +1625,13 @@ class MainWindow(QMainWindow):
             self.actions[f"verdict.{value}"].setEnabled(can_verdict)
         self.actions["verdict.undo"].setEnabled(self.session is not None)
         self.actions["verdict.missed"].setEnabled(self.session is not None and has_image)
+        has_roi = has_image and self.weld_roi is not None
+        for key in ("roi.edit", "roi.widen", "roi.narrow", "roi.shift_left", "roi.shift_right",
+                    "roi.add", "roi.cut"):
+            self.actions[key].setEnabled(has_roi)
+        for key in ("roi.draw", "roi.whole_image", "roi.find"):
+            self.actions[key].setEnabled(has_image)
+        self.actions["review.supervisor"].setEnabled(self.store is not None)
         for key in ("view.fit", "view.one_to_one", "tools.line", "tools.rect"):
             self.actions[key].setEnabled(has_image)
 
@@ -1101,6 +1652,10 @@ class MainWindow(QMainWindow):
             self.open_paths(paths)
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        self._roi_timer.stop()
+        self._close_roi_notice()
+        if self.supervisor_window is not None:
+            self.supervisor_window.close()
         self._jobs.clear()
         self.runner.shutdown()
         self.save_settings()

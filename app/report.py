@@ -2,12 +2,15 @@
 
 The report shows the radiograph with its flagged regions (when the file is still readable and
 still the reviewed content), every verdict on it with user and time (superseded ones and blind
-second reviews included and marked), and the model and operating point of every scan. Writing
+second reviews included and marked), the model and operating point of every scan, and whether
+the radiograph is done: the "radiograph completed" record stating that the unflagged areas were
+accepted by the detector at that operating point (expected false flags per metre). Writing
 it is an export: it is recorded in the audit trail with the sha256 of the PDF.
 """
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +193,16 @@ def report_content(store, radiograph_id: int) -> ReportContent:
                          + ", ".join(f"{k} {v}" for k, v in sorted(m["thresholds"].items())))
     if not scans:
         lines.append("not scanned")
+    done = content.sections["Radiograph done"] = []
+    for c in store.completions(rad["id"]):
+        valid = store.completion(c["details"]["scan_id"])
+        note = "" if valid is not None and valid["id"] == c["id"] else \
+            " (no longer in force: a verdict was withdrawn afterwards)"
+        text = f"{_when(c['time'])} by {c['user'] or '-'}: {c['details']['statement']}{note}"
+        done.extend(textwrap.wrap(text, 110, subsequent_indent="    "))  # lines are elided
+    if not done:
+        done.append("not done: a flagged region has no verdict yet, or the radiograph was "
+                    "not scanned")
     content.sections[f"Verdicts ({len(decisions)})"] = [_verdict_line(d) for d in decisions] \
         or ["no verdicts yet"]
     head = store.verify()

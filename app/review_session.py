@@ -3,7 +3,13 @@
 A radiograph scanned earlier with the same model and operating point reuses that scan's stored
 regions, so its verdicts show again after the application is reopened; only the maps are computed
 again (they are not stored). Verdicts are append-only: a change supersedes the current verdict
-with a reason, and undo restores the previous verdict the same way.
+with a reason, and undo restores the previous verdict the same way (or, for a first verdict,
+withdraws it: the region is undecided again and the record keeps both).
+
+A scan remembers the weld region of interest it was restricted to; a scan is reused only when
+its region is the same. A region adjusted by hand is recorded ("roi adjusted") and used again
+when the radiograph is reopened. When every flagged region has a decision, the session records
+"radiograph completed" with the statement that unflagged weld was accepted by the detector.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-UNDO_REASON = "undo by the interpreter"
+UNDO_REASON = "undo"
 CHANGE_REASON = "changed by the interpreter"
 
 
@@ -68,22 +74,28 @@ class ReviewSession:
         self.scan_id, self.reused_scan, self.regions, self.undo_stack = None, False, [], []
         return self.radiograph_id
 
-    def previous_scan(self, model_sha256: str, fpr: float) -> dict | None:
-        """The newest finished scan of this radiograph with this model and FPR, if any."""
+    def previous_scan(self, model_sha256: str, fpr: float, roi: dict | None = None) -> dict | None:
+        """The newest finished scan of this radiograph with this model, FPR and weld region."""
+        key = roi_key(roi)
         for scan in self.store.scans(self.radiograph_id):
             if scan["finished_at"] and scan["model_sha256"] == model_sha256 and \
-                    scan["fpr"] is not None and math.isclose(scan["fpr"], fpr, rel_tol=1e-9):
+                    scan["fpr"] is not None and math.isclose(scan["fpr"], fpr, rel_tol=1e-9) \
+                    and roi_key(scan["roi"]) == key:
                 return scan
         return None
 
-    def begin_scan(self, model_sha256: str, fpr: float) -> int | None:
-        """Reuse a finished scan (returns its id) or record the start of a new one (None)."""
-        previous = self.previous_scan(model_sha256, fpr)
+    def begin_scan(self, model_sha256: str, fpr: float, roi: dict | None = None) -> int | None:
+        """Reuse a finished scan (returns its id) or record the start of a new one (None).
+
+        ``roi`` is the :func:`roi_record` of the weld region the scan is restricted to.
+        """
+        previous = self.previous_scan(model_sha256, fpr, roi)
         if previous is not None:
             self.scan_id, self.reused_scan = previous["id"], True
             return self.scan_id
         self.scan_id = self.store.start_scan(radiograph_id=self.radiograph_id,
-                                             model_id=self.model_id, fpr=fpr, user=self.user)
+                                             model_id=self.model_id, fpr=fpr, user=self.user,
+                                             roi=roi)
         self.reused_scan = False
         return None
 
@@ -139,9 +151,10 @@ class ReviewSession:
         """Undo the last verdict of this session.
 
         Returns (region, restored): ``restored`` is True when the previous verdict was put back
-        (as a new superseding verdict); False when the region had none before, in which case
-        the record keeps the verdict (append-only) and the caller selects the region again so a
-        new key press replaces it. None when there is nothing to undo.
+        (as a new verdict superseding the undone one); False when the region had none before:
+        the undone verdict is withdrawn (a "withdrawn" verdict supersedes it, reason "undo")
+        and the region is undecided again. Nothing is deleted. None when there is nothing to
+        undo.
         """
         if not self.undo_stack:
             return None
@@ -150,6 +163,8 @@ class ReviewSession:
         if region is None:
             return None
         if step.previous is None:
+            self.store.withdraw(step.verdict_id, user=self.user, reason=UNDO_REASON)
+            region.verdict, region.verdict_id, region.verdict_user = None, None, None
             return region, False
         vid = self.store.add_verdict(user=self.user, verdict=step.previous,
                                      region_id=region.db_id, supersedes=step.verdict_id,
@@ -171,6 +186,62 @@ class ReviewSession:
     def counts(self) -> tuple[int, int]:
         """(flagged, reviewed) of the current scan."""
         return len(self.regions), sum(1 for r in self.regions if r.verdict)
+
+    # ----- weld region of interest and completion
+    def stored_roi(self) -> dict | None:
+        """The weld region last set by hand for this radiograph (a :func:`roi_record`), if any."""
+        if self.radiograph_id is None:
+            return None
+        return self.store.latest_roi(self.radiograph_id)
+
+    def record_roi(self, record: dict) -> int:
+        """Record a region adjusted, drawn or dropped by hand ("roi adjusted")."""
+        return self.store.record_roi(self.radiograph_id, record, user=self.user,
+                                     scan_id=self.scan_id)
+
+    def complete(self, *, false_flags_per_m: float | None, weld_length_mm: float | None,
+                 roi: bool) -> dict | None:
+        """Record "radiograph completed" when every flagged region has a decision; return the
+        completion in force (audit row with ``details["statement"]``) or None."""
+        if self.scan_id is None:
+            return None
+        if self.store.complete_radiograph(self.scan_id, user=self.user,
+                                          false_flags_per_m=false_flags_per_m,
+                                          weld_length_mm=weld_length_mm, roi=roi) is None:
+            return None
+        return self.store.completion(self.scan_id)
+
+
+def roi_record(weld_roi, kind: str) -> dict:
+    """What the store keeps of a weld region: ``kind`` ("found", "adjusted", "drawn" or
+    "whole image") and the region (``core.roi.WeldROI.to_json`` as a dict; None for the whole
+    image)."""
+    import json
+
+    if weld_roi is None:
+        return {"kind": "whole image", "region": None}
+    return {"kind": kind, "region": json.loads(weld_roi.to_json()),
+            "area_px": int(weld_roi.area_px())}
+
+
+def roi_from_record(record: dict | None):
+    """The WeldROI of a :func:`roi_record` (None for the whole image or no record)."""
+    import json
+
+    if not record or record.get("region") is None:
+        return None
+    from core.roi import WeldROI
+
+    return WeldROI.from_json(json.dumps(record["region"]))
+
+
+def roi_key(record: dict | None) -> str | None:
+    """What makes two scans' regions the same (the region itself, not how it was made)."""
+    import json
+
+    if not record or record.get("region") is None:
+        return None
+    return json.dumps(record["region"], sort_keys=True)
 
 
 def worklist_counts(store, path) -> tuple[int, int] | None:

@@ -42,6 +42,8 @@ def region_history(store, *, radiograph_id: int, region_id: int | None, bbox=Non
             r["event"] = "blind second review"
         elif r["supersedes"] is None:
             r["event"] = "first verdict"
+        elif r["verdict"] == "withdrawn":
+            r["event"] = "withdrawn (undo)"
         else:
             old = by_id.get(r["supersedes"])
             r["event"] = "changed by its author" if old and old["user"] == r["user"] else \

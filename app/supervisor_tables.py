@@ -60,6 +60,8 @@ def decision_status(row: dict) -> str:
         return f"blind review of #{row['review_of']}"
     if row.get("superseded_by"):
         return f"superseded by #{row['superseded_by']}"
+    if row.get("verdict") == "withdrawn":
+        return f"withdrawal of #{row['supersedes']}"
     return "current"
 
 

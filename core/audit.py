@@ -33,9 +33,11 @@ EVENTS = (
     "roi adjusted",
     "verdict",
     "verdict changed",
+    "verdict withdrawn",
     "overrule",
     "second review",
     "export",
+    "radiograph completed",
 )
 
 

@@ -16,7 +16,9 @@ from core.errors import StoreError
 
 MIGRATIONS = Migrations("weldreview")
 
-VERDICTS = ("defect", "acceptable", "false_alarm", "unsure")
+VERDICTS = ("defect", "acceptable", "false_alarm", "unsure")  # the decisions
+WITHDRAWN = "withdrawn"  # not a decision: takes back the verdict it supersedes (undo)
+VERDICT_VALUES = VERDICTS + (WITHDRAWN,)
 ROLES = ("interpreter", "supervisor")
 APPEND_ONLY = ("verdicts", "audit", "activations")
 
@@ -201,6 +203,26 @@ def m002_model_activations(db: Database) -> None:
 def m003_scan_roi(db: Database) -> None:
     """The weld region of interest a scan was restricted to (JSON)."""
     db["scans"].add_column("roi", str)
+
+
+@MIGRATIONS()
+def m004_withdrawn_verdicts(db: Database) -> None:
+    """A verdict can be withdrawn: value 'withdrawn', always superseding the verdict it takes
+    back, with a reason, never blind. The region is undecided again; nothing is deleted."""
+    db.execute("DROP TRIGGER IF EXISTS verdicts_check")
+    allowed = ", ".join(f"'{v}'" for v in VERDICTS + ("withdrawn",))
+    db.execute(
+        "CREATE TRIGGER verdicts_check BEFORE INSERT ON verdicts BEGIN "
+        f"SELECT RAISE(ABORT, 'verdict must be one of {allowed.replace(chr(39), '')}') "
+        f"WHERE NEW.verdict NOT IN ({allowed}); "
+        "SELECT RAISE(ABORT, 'a verdict needs a region or the bbox of a missed indication') "
+        "WHERE NEW.region_id IS NULL AND NEW.bbox IS NULL; "
+        "SELECT RAISE(ABORT, 'a verdict that supersedes another needs a reason') "
+        "WHERE NEW.supersedes IS NOT NULL AND coalesce(trim(NEW.reason), '') = ''; "
+        "SELECT RAISE(ABORT, 'a withdrawal must supersede the verdict it withdraws') "
+        "WHERE NEW.verdict = 'withdrawn' AND (NEW.supersedes IS NULL OR NEW.blind != 0); "
+        "END"
+    )
 
 
 SCHEMA_VERSION = len(MIGRATIONS._migrations)

@@ -26,7 +26,7 @@ from sqlite_utils import Database
 
 from core import audit, migrations
 from core.errors import StoreError
-from core.migrations import ROLES, VERDICTS
+from core.migrations import ROLES, VERDICT_VALUES, VERDICTS, WITHDRAWN
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -530,6 +530,98 @@ class Store:
 
         return self._transaction(write, "record the region of interest")
 
+    def complete_radiograph(
+        self, scan_id: int, *, user: str | None, false_flags_per_m: float | None = None,
+        weld_length_mm: float | None = None, roi: bool = False,
+    ) -> int | None:
+        """Record that every flagged region of scan ``scan_id`` has a decision ("radiograph
+        completed": scan, model, operating point and the statement that the unflagged areas
+        were accepted by the detector there, with the expected false flags per metre).
+
+        Idempotent: a completion still valid (no verdict withdrawn on the scan since) is not
+        recorded twice. Returns the audit row id of the completion in force, or None while a
+        region is undecided.
+
+        Parameters
+        ----------
+        false_flags_per_m : float, optional
+            Expected false flags per metre of weld at the scan's operating point (None when
+            the pixel size is unknown).
+        weld_length_mm : float, optional
+            Length of weld inside the scanned region (with ``roi``), for the expected count.
+        roi : bool
+            The scan was restricted to a weld region of interest.
+        """
+
+        def write():
+            scan = self._one(
+                "SELECT s.id, s.radiograph_id, s.fpr, s.finished_at, m.sha256 AS model_sha256, "
+                "m.name AS model_name FROM scans s JOIN models m ON m.id = s.model_id "
+                "WHERE s.id = ?", [int(scan_id)])
+            if scan is None:
+                raise ValueError(f"no scan {scan_id} in {self.path}")
+            if not scan["finished_at"]:
+                return None
+            regions = self.regions(scan["id"])
+            if any(r["verdict"] is None for r in regions):
+                return None
+            last = self._one(
+                "SELECT max(v.id) AS id FROM verdicts v JOIN regions g ON g.id = v.region_id "
+                "WHERE g.scan_id = ? AND v.blind = 0", [scan["id"]])["id"]
+            previous = self._completion_row(scan["id"])
+            if previous is not None:
+                withdrawn = self._one(
+                    "SELECT max(v.id) AS id FROM verdicts v JOIN regions g ON g.id = "
+                    "v.region_id WHERE g.scan_id = ? AND v.verdict = ?",
+                    [scan["id"], WITHDRAWN])["id"]
+                since = previous["details"].get("last_verdict_id") or 0
+                if withdrawn is None or withdrawn <= since:
+                    return previous["id"]
+            counts: dict[str, int] = {}
+            for r in regions:
+                counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+            details = {
+                "scan_id": scan["id"], "radiograph_id": scan["radiograph_id"],
+                "model_sha256": scan["model_sha256"], "model_name": scan["model_name"],
+                "fpr": scan["fpr"], "n_regions": len(regions), "verdicts": counts,
+                "last_verdict_id": last, "roi": bool(roi),
+                "false_flags_per_m": _float(false_flags_per_m),
+                "weld_length_mm": _float(weld_length_mm),
+            }
+            details["statement"] = completion_statement(details)
+            return self._event("radiograph completed", user, details, "scans", scan["id"])
+
+        return self._transaction(write, f"record the completion of scan {scan_id}")
+
+    def _completion_row(self, scan_id: int) -> dict | None:
+        row = self._one(
+            "SELECT * FROM audit WHERE event = 'radiograph completed' AND entity = 'scans' "
+            "AND entity_id = ? ORDER BY id DESC LIMIT 1", [int(scan_id)])
+        if row is not None:
+            row["details"] = json.loads(row["details"])
+        return row
+
+    def completion(self, scan_id: int) -> dict | None:
+        """The completion record in force for scan ``scan_id`` (an audit row with decoded
+        ``details``, whose ``statement`` says what was accepted), or None: never completed,
+        or a verdict was withdrawn since and a region is undecided."""
+        row = self._completion_row(scan_id)
+        if row is None or any(r["verdict"] is None for r in self.regions(scan_id)):
+            return None
+        return row
+
+    def completions(self, radiograph_id: int) -> list[dict]:
+        """Every "radiograph completed" record of a radiograph's scans, oldest first."""
+        rows = self.audit_log(event="radiograph completed")
+        return [r for r in rows if r["details"].get("radiograph_id") == int(radiograph_id)]
+
+    def latest_roi(self, radiograph_id: int) -> dict | None:
+        """The region of interest of the newest "roi adjusted" event of a radiograph, or None."""
+        row = self._one(
+            "SELECT details FROM audit WHERE event = 'roi adjusted' AND entity = 'radiographs' "
+            "AND entity_id = ? ORDER BY id DESC LIMIT 1", [int(radiograph_id)])
+        return None if row is None else json.loads(row["details"]).get("roi")
+
     def scans(self, radiograph_id: int | None = None) -> list[dict]:
         """Scans (of one radiograph), newest first, with model sha256 and user name."""
         where, params = ("WHERE s.radiograph_id = ?", [int(radiograph_id)]) if radiograph_id \
@@ -547,9 +639,13 @@ class Store:
 
     # ----- verdicts -------------------------------------------------------------------------
 
+    # the newest verdict of a chain (a withdrawal included)
     _CURRENT = (
         "v.blind = 0 AND NOT EXISTS (SELECT 1 FROM verdicts s WHERE s.supersedes = v.id)"
     )
+    # the decision in force: the newest verdict of a chain unless it was withdrawn
+    _IN_FORCE = _CURRENT + f" AND v.verdict != '{WITHDRAWN}'"
+    AFTER_WITHDRAWAL = "given after the earlier verdict was withdrawn"
 
     def add_verdict(
         self, *, user: str, verdict: str, region_id: int | None = None,
@@ -566,9 +662,18 @@ class Store:
         another user's verdict is an overrule, allowed to supervisors only. ``review_of`` makes
         this a blind second review of that verdict (by a different user): it does not change
         the decision, it is compared with it (:meth:`agreement`).
+
+        ``verdict="withdrawn"`` (with ``supersedes`` and a ``reason``, e.g. "undo") takes the
+        superseded verdict back: the region counts as undecided again and nothing is deleted
+        (audit event "verdict withdrawn"). The next verdict on that region supersedes the
+        withdrawal by itself (anyone may give it; ``supersedes`` may be left out).
         """
-        if verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}; got {verdict!r}")
+        if verdict not in VERDICT_VALUES:
+            raise ValueError(
+                f"verdict must be one of {', '.join(VERDICT_VALUES)}; got {verdict!r}")
+        if verdict == WITHDRAWN and (supersedes is None or review_of is not None):
+            raise ValueError("a withdrawal names the verdict it withdraws (supersedes) and "
+                             "cannot be a blind second review")
         if region_id is None and (radiograph_id is None or bbox is None):
             raise ValueError("give region_id, or radiograph_id and bbox for a missed indication")
         if supersedes is not None and not str(reason or "").strip():
@@ -580,6 +685,7 @@ class Store:
         def write():
             who = self.user(user)
             rad_id, scn_id = radiograph_id, scan_id
+            sup, why = supersedes, reason
             if region_id is not None:
                 region = self._one(
                     "SELECT g.id, g.scan_id, s.radiograph_id FROM regions g JOIN scans s "
@@ -588,8 +694,12 @@ class Store:
                     raise ValueError(f"no region {region_id} in {self.path}")
                 rad_id, scn_id = region["radiograph_id"], region["scan_id"]
                 current = self._one(
-                    f"SELECT v.id, u.name AS user FROM verdicts v JOIN users u ON u.id = "
-                    f"v.user_id WHERE v.region_id = ? AND {self._CURRENT}", [int(region_id)])
+                    f"SELECT v.id, v.verdict, u.name AS user FROM verdicts v JOIN users u ON "
+                    f"u.id = v.user_id WHERE v.region_id = ? AND {self._CURRENT}",
+                    [int(region_id)])
+                if current is not None and current["verdict"] == WITHDRAWN and sup is None \
+                        and review_of is None:
+                    sup, why = current["id"], why or self.AFTER_WITHDRAWAL
             else:
                 current = None
             event = "verdict"
@@ -597,31 +707,36 @@ class Store:
                 event = "second review"
                 first = self._one(
                     f"SELECT v.id, v.region_id, v.user_id FROM verdicts v WHERE v.id = ? "
-                    f"AND {self._CURRENT}", [int(review_of)])
+                    f"AND {self._IN_FORCE}", [int(review_of)])
                 if first is None or first["region_id"] != region_id:
                     raise ValueError(
                         f"verdict {review_of} is not the current verdict of region {region_id}"
                     )
                 if first["user_id"] == who.id:
                     raise ValueError("a second review must be by someone other than the first")
-            elif supersedes is not None:
+            elif sup is not None:
                 old = self._one(
                     "SELECT v.*, u.name AS user FROM verdicts v JOIN users u "
-                    "ON u.id = v.user_id WHERE v.id = ?", [int(supersedes)])
+                    "ON u.id = v.user_id WHERE v.id = ?", [int(sup)])
                 if old is None:
-                    raise ValueError(f"no verdict {supersedes} in {self.path}")
+                    raise ValueError(f"no verdict {sup} in {self.path}")
                 later = self._one(
-                    "SELECT id FROM verdicts WHERE supersedes = ?", [int(supersedes)])
+                    "SELECT id FROM verdicts WHERE supersedes = ?", [int(sup)])
                 if later is not None or old["blind"]:
                     raise ValueError(
-                        f"verdict {supersedes} is not current (superseded by {later['id']}); "
+                        f"verdict {sup} is not current (superseded by {later['id']}); "
                         "reload and change the current one" if later else
-                        f"verdict {supersedes} is a blind second review, not a decision"
+                        f"verdict {sup} is a blind second review, not a decision"
                     )
                 if old["region_id"] != region_id or old["radiograph_id"] != rad_id:
                     what = f"region {region_id}" if region_id else f"radiograph {rad_id}"
-                    raise ValueError(f"verdict {supersedes} is not about {what}")
-                if old["user_id"] != who.id:
+                    raise ValueError(f"verdict {sup} is not about {what}")
+                if old["verdict"] == WITHDRAWN:
+                    if verdict == WITHDRAWN:
+                        raise ValueError(f"verdict {sup} is already a withdrawal: nothing "
+                                         "to withdraw")
+                    # the region is undecided: anyone may decide it, as a first verdict
+                elif old["user_id"] != who.id:
                     if who.role != "supervisor":
                         raise ValueError(
                             f"only a supervisor can overrule {old['user']}'s verdict; "
@@ -630,6 +745,8 @@ class Store:
                     event = "overrule"
                 else:
                     event = "verdict changed"
+                if verdict == WITHDRAWN:
+                    event = "verdict withdrawn"
             elif current is not None:
                 raise ValueError(
                     f"region {region_id} already has verdict {current['id']} by "
@@ -641,7 +758,7 @@ class Store:
                 "iso_code": iso_code or None,
                 "size_mm": None if size_mm is None else float(size_mm),
                 "comment": comment or "", "created_at": audit.now_iso(),
-                "supersedes": supersedes, "reason": reason or None,
+                "supersedes": sup, "reason": why or None,
                 "blind": int(review_of is not None), "review_of": review_of,
             }
             vid = self.db["verdicts"].insert(record).last_pk
@@ -662,6 +779,16 @@ class Store:
             radiograph_id=old["radiograph_id"], bbox=old["bbox"], scan_id=old["scan_id"],
             iso_code=iso_code, size_mm=size_mm, comment=comment, supersedes=verdict_id,
             reason=reason,
+        )
+
+    def withdraw(self, verdict_id: int, *, user: str, reason: str = "undo") -> int:
+        """Withdraw verdict ``verdict_id`` (e.g. undo of a first verdict): a new verdict
+        "withdrawn" supersedes it; the region is undecided again. Returns the new id."""
+        old = self.verdict(verdict_id)
+        return self.add_verdict(
+            user=user, verdict=WITHDRAWN, region_id=old["region_id"],
+            radiograph_id=old["radiograph_id"], bbox=old["bbox"], scan_id=old["scan_id"],
+            supersedes=int(verdict_id), reason=reason,
         )
 
     def verdict(self, verdict_id: int) -> dict:
@@ -688,7 +815,7 @@ class Store:
         rows = self.db.query(
             "SELECT g.*, v.id AS verdict_id, v.verdict, u.name AS verdict_user, "
             "v.created_at AS verdict_time, v.iso_code, v.size_mm AS verdict_size_mm, v.comment "
-            f"FROM regions g LEFT JOIN verdicts v ON v.region_id = g.id AND {self._CURRENT} "
+            f"FROM regions g LEFT JOIN verdicts v ON v.region_id = g.id AND {self._IN_FORCE} "
             "LEFT JOIN users u ON u.id = v.user_id WHERE g.scan_id = ? ORDER BY g.number",
             [int(scan_id)])
         out = []
@@ -703,7 +830,7 @@ class Store:
         """Current verdicts on indications the model missed, on one radiograph."""
         return [self._decision(r) for r in self.db.query(
             self._DECISIONS_SQL + f" WHERE v.region_id IS NULL AND v.radiograph_id = ? AND "
-            f"{self._CURRENT} ORDER BY v.id", [int(radiograph_id)])]
+            f"{self._IN_FORCE} ORDER BY v.id", [int(radiograph_id)])]
 
     _DECISIONS_SQL = (
         "SELECT v.id, v.created_at AS time, u.name AS user, u.role, v.verdict, v.iso_code, "
@@ -725,7 +852,8 @@ class Store:
     def _decision(row: dict) -> dict:
         row["bbox"] = tuple(json.loads(row["bbox"])) if row["bbox"] else None
         row["blind"] = bool(row["blind"])
-        row["current"] = not row["blind"] and row["superseded_by"] is None
+        row["current"] = not row["blind"] and row["superseded_by"] is None and \
+            row["verdict"] != WITHDRAWN
         return row
 
     def decisions(
@@ -768,7 +896,7 @@ class Store:
             where.append("r.id = ?")
             params.append(self.radiograph(radiograph)["id"])
         if current_only:
-            where.append(self._CURRENT)
+            where.append(self._IN_FORCE)
         sql = self._DECISIONS_SQL + (" WHERE " + " AND ".join(where) if where else "")
         return [self._decision(r) for r in self.db.query(sql + " ORDER BY v.id", params)]
 
@@ -790,7 +918,7 @@ class Store:
             "g.col1, g.severity, g.tests, g.mean_ratio, g.std_ratio, s.radiograph_id, "
             "r.path AS radiograph_path FROM verdicts v JOIN users u ON u.id = v.user_id "
             "JOIN regions g ON g.id = v.region_id JOIN scans s ON s.id = g.scan_id "
-            f"JOIN radiographs r ON r.id = s.radiograph_id WHERE u.name = ? AND {self._CURRENT} "
+            f"JOIN radiographs r ON r.id = s.radiograph_id WHERE u.name = ? AND {self._IN_FORCE} "
             "AND NOT EXISTS (SELECT 1 FROM verdicts b WHERE b.region_id = g.id AND b.blind = 1 "
             "AND b.user_id = ?) ORDER BY v.id", [interpreter, rev.id]))
         picked = random.Random(seed).sample(rows, min(int(n), len(rows)))
@@ -885,6 +1013,29 @@ class Store:
 
 def _float(value) -> float | None:
     return None if value is None else float(value)
+
+
+def completion_statement(details: dict) -> str:
+    """The words of a "radiograph completed" record (see :meth:`Store.complete_radiograph`)."""
+    n = details["n_regions"]
+    done = (f"All {n} flagged region{'' if n == 1 else 's'} of scan {details['scan_id']} have a "
+            "verdict." if n else f"Scan {details['scan_id']} flagged nothing.")
+    where = "inside the weld region of interest " if details.get("roi") else ""
+    fpr = details.get("fpr")
+    point = f"FPR {fpr:.3%} per okay 156 px patch" if fpr is not None else "its calibrated FPR"
+    model = details.get("model_name") or "model"
+    text = (f"{done} Unflagged areas {where}were accepted by the detector at the stated "
+            f"operating point: {model} (sha256 {details['model_sha256'][:12]}), {point}")
+    per_m = details.get("false_flags_per_m")
+    if per_m is not None:
+        text += f", about {per_m:.2g} expected false flags per metre of weld"
+        length = details.get("weld_length_mm")
+        if length:
+            text += (f" ({per_m * length / 1000.0:.2g} expected over the {length:.0f} mm of weld "
+                     f"{'inside the region' if details.get('roi') else 'scanned'})")
+    else:
+        text += " (pixel size unknown: expected false flags per metre not stated)"
+    return text + "."
 
 
 def _agreement(name: str, pairs: list[tuple[str, str]]) -> Agreement:
