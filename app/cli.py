@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # TensorFlow's C++ start-up chatter (CUDA probing on CPU-only machines) is not for users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.home:
         os.environ["WELDREVIEW_HOME"] = os.path.abspath(os.path.expanduser(args.home))
     try:

@@ -15,6 +15,16 @@ on a whole radiograph. For inputs whose sides are multiples of 4 the output is 3
 axis and stays aligned (offset 18). Because transposed convolutions sum overlapping contributions, a
 patch's outermost output pixels see fewer latent pixels than the same positions in a larger image;
 positions at least ``EDGE_MARGIN`` px inside a patch's aperture are identical to a whole-image pass.
+
+Dead latent. The latent is ``min(relu(conv), 1)``; with a zero bias and some seeds the latent
+convolution's pre-activation is negative everywhere at initialisation (seed 1: ``z == 0`` for
+every input), so no gradient reaches the encoder and the output is constant for ever. The latent
+convolution's bias therefore starts at ``LATENT_BIAS`` (0.1); core.training also detects a latent
+that dies during training and re-initialises that layer (measured figures in core/training.py).
+
+Mixed precision. ``dtype_policy="mixed_bfloat16"`` computes the hidden layers in bfloat16 (about
+twice as fast on CPUs with AVX512-BF16); the latent and the reconstruction layers stay float32 so
+that L_reg and the residuals keep full precision. Saved models are always rebuilt in float32.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ FILTERS = (18, 24)
 DROPOUT = 0.12
 L1_LATENT = 0.01
 KERNEL = 3
+LATENT_BIAS = 0.1  # initial bias of the latent convolution (prevents a dead latent at init)
 
 
 def build_autoencoder(
@@ -38,6 +49,8 @@ def build_autoencoder(
     dropout: float = DROPOUT,
     seed: int | None = None,
     name: str = "ood_autoencoder",
+    latent_bias: float = LATENT_BIAS,
+    dtype_policy: str | None = None,
 ):
     """Build the autoencoder with the Keras functional API.
 
@@ -51,6 +64,11 @@ def build_autoencoder(
         Dropout fraction in every block.
     seed : int, optional
         Seeds weight initialisation and dropout.
+    latent_bias : float
+        Initial bias of the latent convolution; 0 is the plain Keras default (see "Dead latent").
+    dtype_policy : str, optional
+        Keras dtype policy of the hidden layers, e.g. ``"mixed_bfloat16"`` for training on CPUs
+        with bfloat16 support; the latent and reconstruction layers always compute in float32.
 
     Returns
     -------
@@ -66,39 +84,52 @@ def build_autoencoder(
     init = keras.initializers.HeUniform(seed=seed)
     f1, f2 = filters
 
-    def conv(n, x, *, strides=1, padding="valid", activation="relu", name=None):
+    hidden = dtype_policy  # None: the global policy (float32 unless someone changed it)
+    exact = "float32" if dtype_policy is not None else None
+
+    def conv(n, x, *, strides=1, padding="valid", activation="relu", name=None, dtype=hidden,
+             bias=0.0):
         return layers.Conv2D(
             n, KERNEL, strides=strides, padding=padding, activation=activation,
-            kernel_initializer=init, name=name,
+            kernel_initializer=init, bias_initializer=keras.initializers.Constant(bias),
+            name=name, dtype=dtype,
         )(x)
 
     inp = keras.Input(shape=input_shape, name="image")
     x = inp
     for b, n in enumerate((f1, f2), start=1):
         x = conv(n, x, name=f"enc{b}_conv1")
-        x = layers.Dropout(dropout, seed=seed, name=f"enc{b}_dropout")(x)
+        x = layers.Dropout(dropout, seed=seed, name=f"enc{b}_dropout", dtype=hidden)(x)
         x = conv(n, x, name=f"enc{b}_conv2")
         x = conv(n, x, strides=2, name=f"enc{b}_down")
-    z = conv(1, x, activation=None, name="latent_conv")
-    z = layers.ReLU(max_value=1.0, name="latent")(z)  # bounded to [0, 1]
+    z = conv(1, x, activation=None, name="latent_conv", dtype=exact, bias=latent_bias)
+    z = layers.ReLU(max_value=1.0, name="latent", dtype=exact)(z)  # bounded to [0, 1]
     x = z
     for b, n in enumerate((f2, f1), start=1):
-        x = layers.Dropout(dropout, seed=seed, name=f"dec{b}_dropout")(x)
+        x = layers.Dropout(dropout, seed=seed, name=f"dec{b}_dropout", dtype=hidden)(x)
         x = layers.Conv2DTranspose(
             n, KERNEL, strides=2, padding="same", activation="relu",
-            kernel_initializer=init, name=f"dec{b}_up",
+            kernel_initializer=init, name=f"dec{b}_up", dtype=hidden,
         )(x)
         x = conv(n, x, name=f"dec{b}_conv1")
         x = conv(n, x, name=f"dec{b}_conv2")
-    out = conv(1, x, padding="same", activation=None, name="reconstruction")
+    out = conv(1, x, padding="same", activation=None, name="reconstruction", dtype=exact)
     return keras.Model(inp, [out, z], name=name)
 
 
-def whole_image_model(model):
-    """Return a copy of ``model`` that accepts any input size, sharing no state with it."""
-    import keras
+def model_filters(model) -> tuple[int, int]:
+    """Filters of encoder blocks 1 and 2 of an autoencoder built by :func:`build_autoencoder`."""
+    return (model.get_layer("enc1_conv1").filters, model.get_layer("enc2_conv1").filters)
 
-    filters = (model.get_layer("enc1_conv1").filters, model.get_layer("enc2_conv1").filters)
-    full = build_autoencoder(input_shape=(None, None, 1), filters=filters)
-    full.set_weights(model.get_weights())
-    return full
+
+def float32_copy(model, *, input_shape=(PATCH, PATCH, 1)):
+    """Return a float32 copy of ``model`` (e.g. one trained with mixed precision)."""
+    dropout = float(model.get_layer("enc1_dropout").rate)
+    copy = build_autoencoder(input_shape=input_shape, filters=model_filters(model), dropout=dropout)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def whole_image_model(model):
+    """Return a float32 copy of ``model`` that accepts any input size, sharing no state with it."""
+    return float32_copy(model, input_shape=(None, None, 1))

@@ -6,4 +6,5 @@ top level, so that ``weldreview --help`` is fast and needs neither TensorFlow no
 imports happen inside ``run``.
 """
 
-COMMANDS = ("open", "scan", "train", "bench", "benchmark", "audit", "export")
+COMMANDS = ("open", "scan", "train", "calibrate", "bench", "benchmark", "audit", "export", "retrain",
+            "models")

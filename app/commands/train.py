@@ -1,13 +1,210 @@
-"""``weldreview train``: placeholder, filled in by its issue."""
+"""``weldreview train``: train the OOD autoencoder from the command line with a progress bar.
+
+Okay patches come from radiographs with defect masks (``--data DIR``, read by
+core.datasets.load_dataset) and/or generated welds (``--synthetic N``, core.synthetic); patches
+are never taken from radiographs without a mask. Perturbation sets (``--perturbations``):
+
+``D``      real defects cut from the masked radiographs (the synthetic welds' defects included)
+``SNI``    synthetic natural image indications (paper, positive); ``SNI-signed`` with random sign
+``synthetic`` the six synthetic anomaly types; or single kinds such as ``dogbone``
+
+``--preset demo`` is the recipe of the bundled default model: 8 synthetic welds, perturbations
+D (the defects of the synthetic welds) and SNI, batch 32, 700 steps with learning-rate warm-up
+over 50 steps and a 30-minute budget (measured: about 24 patches/s with this pipeline on 2 CPU
+cores with bfloat16, 2.7 s per step, so 700 steps take about 30 minutes; the budget stops it
+earlier on a slower machine and the model is saved as it is).
+
+Ctrl-C stops after the current step and writes a checkpoint; ``--resume`` continues it.
+"""
 
 from __future__ import annotations
 
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+PRESETS = {
+    "demo": dict(synthetic=8, perturbations="D,SNI", steps=700, batch=32, budget_min=30.0, warmup=50),
+}
+
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="(not available yet)")
+    p = subparsers.add_parser(
+        "train",
+        help="train an autoencoder on okay welds with perturbations (Section 3.1 of the paper)",
+        description=__doc__.split("\n\n", 1)[1].replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", metavar="DIR", help="folder of radiographs with defect masks (GDXray layout or "
+                   "<name>.<ext> + <name>_mask.<ext>)")
+    p.add_argument("--synthetic", type=int, metavar="N", help="generate N synthetic weld radiographs")
+    p.add_argument("--perturbations", metavar="SETS", help="comma-separated: D, SNI, SNI-signed, synthetic "
+                   "or an anomaly kind (default: D,SNI)")
+    p.add_argument("--steps", type=int, help="optimiser steps in total (default 1000)")
+    p.add_argument("--batch", type=int, help="okay patches per step, as many perturbed (default 32)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default 0)")
+    p.add_argument("--budget-min", type=float, help="stop after this many minutes and save the model")
+    p.add_argument("--loss", choices=("default", "paper"), default="default",
+                   help="loss weights: per-pixel means with weighted kernel terms, or the paper's literal sums")
+    p.add_argument("--precision", choices=("auto", "bfloat16", "off"), default="auto",
+                   help="bfloat16 mixed precision (auto: where the CPU has it or a GPU is visible)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and draws (default 0)")
+    p.add_argument("--out", metavar="FILE", help="model file to write (.keras; default: the models folder)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint of --out (<out>.ckpt)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a stored recipe (demo: the bundled model's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--from-verdicts", action="store_true",
+                   help="fine-tune the active model on the verdicts given (as `weldreview retrain --from-verdicts`)")
     p.set_defaults(func=run)
 
 
+def _apply_preset(args) -> None:
+    if not args.preset:
+        return
+    preset = PRESETS[args.preset]
+    for key, value in preset.items():
+        attr = {"warmup": "warmup", "budget_min": "budget_min"}.get(key, key)
+        if getattr(args, attr, None) is None:
+            setattr(args, attr, value)
+
+
+def _radiographs(args, seed: int):
+    """(names, images, masks, rois) from --data and --synthetic; images float32 [0, 1]."""
+    names, images, masks, rois = [], [], [], []
+    if args.data:
+        from core.datasets import load_dataset
+
+        for item in load_dataset(args.data, include_unmasked=False):
+            names.append(str(item.path))
+            images.append(item.image)
+            masks.append(item.mask)
+            rois.append(None)
+    for i in range(args.synthetic or 0):
+        from core.imageio import normalise
+        from core.synthetic import generate_weld
+
+        weld = generate_weld(seed + i)
+        image, _ = normalise(weld.image, bits_stored=16)
+        names.append(f"synthetic:generate_weld(seed={seed + i})")
+        images.append(image)
+        masks.append(weld.mask)
+        rois.append(weld.haz_mask if weld.haz_mask is not None else weld.weld_mask)
+        _say(args, f"generated synthetic weld {i + 1}/{args.synthetic}")
+    return names, images, masks, rois
+
+
+def _sources(spec: str, images, masks):
+    from core.perturbations import ANOMALY_KINDS, RealDefectPerturbations, SNIPerturbations, SyntheticAnomalies
+
+    sources = []
+    for name in [s.strip() for s in spec.split(",") if s.strip()]:
+        if name == "D":
+            with_defects = [(im, m) for im, m in zip(images, masks) if m is not None and m.any()]
+            if not with_defects:
+                raise ValueError("perturbation set D needs radiographs with defect masks (--data or --synthetic)")
+            sources.append(RealDefectPerturbations.from_images(*zip(*with_defects)))
+        elif name in ("SNI", "SNI-signed"):
+            sources.append(SNIPerturbations(signed=name == "SNI-signed"))
+        elif name == "synthetic":
+            sources.extend(SyntheticAnomalies(kind) for kind in ANOMALY_KINDS)
+        elif name in ANOMALY_KINDS:
+            sources.append(SyntheticAnomalies(name))
+        else:
+            raise ValueError(f"unknown perturbation set {name!r}; use D, SNI, SNI-signed, synthetic or one of "
+                             f"{', '.join(ANOMALY_KINDS)}")
+    return sources
+
+
+def _say(args, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+class ProgressBar:
+    """One-line terminal progress: bar, step, loss terms, throughput and time left."""
+
+    def __init__(self, stream=sys.stderr, width: int = 24):
+        self.stream = stream
+        self.width = width
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.last_print = 0.0
+
+    def __call__(self, p: dict) -> None:
+        now = time.monotonic()
+        done = p["step"] >= p["steps"]
+        if not self.tty and not done and now - self.last_print < 10.0:
+            return
+        self.last_print = now
+        frac = p["step"] / p["steps"]
+        fill = int(self.width * frac)
+        rate = p["samples_per_s"]
+        left = (p["steps"] - p["step"]) * p["elapsed_s"] / max(p["step"], 1)
+        line = (
+            f"[{'#' * fill}{'.' * (self.width - fill)}] {p['step']}/{p['steps']} "
+            f"loss {p['total']:.4g} (ok {p['ok']:.3g} per {p['per']:.3g} kern {p['kern_ok']:.3g}/"
+            f"{p['kern_per']:.3g} reg {p['reg']:.2g}) {rate:.1f} samples/s ~{left / 60:.0f} min left"
+        )
+        end = "\n" if (done or not self.tty) else ""
+        self.stream.write(("\r" + line.ljust(120) if self.tty else line) + end)
+        self.stream.flush()
+
+
 def run(args) -> int:
-    print("weldreview train: not available yet")
-    return 1
+    if getattr(args, "from_verdicts", False):
+        from app.commands.retrain import run_from_train
+
+        return run_from_train(args)
+    _apply_preset(args)
+    if not args.data and not args.synthetic:
+        print("weldreview train: give --data DIR and/or --synthetic N (or --preset demo)", file=sys.stderr)
+        return 2
+    from core.loss import LossWeights
+    from core.paths import models_dir
+    from core.training import TrainConfig, TrainingCancelled, device_name, train
+
+    out = Path(args.out) if args.out else models_dir() / f"model-seed{args.seed}.keras"
+    if out.suffix != ".keras":
+        print(f"weldreview train: --out must end in .keras, got {out.name}", file=sys.stderr)
+        return 2
+    spec = args.perturbations or "D,SNI"
+    names, images, masks, rois = _radiographs(args, args.seed)
+    from core.sampler import PatchSampler
+
+    sampler = PatchSampler(images, masks, rois=rois, seed=args.seed)
+    sources = _sources(spec, images, masks)
+    config = TrainConfig(
+        steps=args.steps or 1000, batch=args.batch or 32, lr=args.lr, warmup_steps=args.warmup or 0,
+        seed=args.seed, weights=LossWeights.from_name(args.loss), mixed_precision=args.precision, out=out,
+        budget_s=args.budget_min * 60 if args.budget_min else None, images=names,
+        perturbations=[getattr(s, "name", type(s).__name__) for s in sources], overwrite=args.force,
+        name=out.stem,
+    )
+    resume = out.with_suffix(".ckpt") if args.resume else None
+    _say(args, f"training on {device_name()}: {len(images)} radiographs, perturbations {spec}, "
+               f"{config.steps} steps of {config.batch}+{config.batch} patches -> {out}")
+    cancelled = {"flag": False}
+
+    def on_sigint(signum, frame):
+        if cancelled["flag"]:
+            raise KeyboardInterrupt
+        cancelled["flag"] = True
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        bundle = train(config, sampler.okay, sources, progress=None if args.quiet else ProgressBar(),
+                       cancel=lambda: cancelled["flag"], resume_from=resume)
+    except TrainingCancelled as exc:
+        print(f"weldreview train: stopped at step {exc.step}; continue with the same command and --resume "
+              f"(checkpoint {exc.checkpoint})", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    t = bundle.metadata["training"]
+    print(f"wrote {bundle.path} ({t['steps']} steps, {t['elapsed_s'] / 60:.1f} min, final loss "
+          f"{t['final_losses']['total']:.4g}, sha256 {bundle.sha256[:12]})")
+    return 0

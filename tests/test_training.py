@@ -1,0 +1,216 @@
+"""Training: fresh perturbations every step, resume, cancel, progress, dead latent, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core.model import PATCH
+from core.training import (
+    TrainConfig, TrainingCancelled, draw_batch, learning_rate, make_dataset, recentre_latent, train,
+)
+
+TINY = dict(batch=2, filters=(2, 2), mixed_precision="off", checkpoint_every=0)
+
+
+def okay(rng, n):
+    """Weld-like okay patches: a bright band across a darker plate, with noise."""
+    rows = np.arange(PATCH, dtype=np.float32)[:, None]
+    centre = rng.uniform(70, 120, (n, 1, 1))
+    x = 0.3 + 0.3 * np.exp(-(((rows[None] - centre) / 35.0) ** 2)) + rng.normal(0, 0.01, (n, PATCH, PATCH))
+    return x.astype(np.float32)
+
+
+class Squares:
+    """A perturbation source: one square of amplitude 0.2 at a random place."""
+
+    name = "squares"
+
+    def sample(self, rng, n):
+        delta = np.full((n, PATCH, PATCH), 0.2, np.float32)
+        weight = np.zeros((n, PATCH, PATCH), np.float32)
+        for k in range(n):
+            r, c = rng.integers(20, 150, 2)
+            weight[k, r : r + 20, c : c + 20] = 1
+        return delta, weight
+
+
+def _weights_equal(a, b, atol=0.0):
+    return all(np.allclose(x, y, atol=atol, rtol=0) for x, y in zip(a.get_weights(), b.get_weights()))
+
+
+def test_draw_batch_applies_equation_2():
+    rng = np.random.default_rng(0)
+    x_ok, x_per = draw_batch(okay, [Squares()], rng, 3)
+    assert x_ok.shape == x_per.shape == (3, PATCH, PATCH, 1) and x_ok.dtype == np.float32
+    diff = x_per - x_ok
+    for k in range(3):
+        changed = np.abs(diff[k, ..., 0]) > 0
+        assert changed.sum() == 400  # the 20 x 20 square, and nothing else
+        np.testing.assert_allclose(diff[k, ..., 0][changed], 0.2, atol=1e-6)
+
+
+def test_dataset_draws_fresh_combinations_every_step():
+    ds = make_dataset(okay, [Squares()], batch=2, seed=0, start=0, stop=3)
+    batches = [(a.numpy(), b.numpy()) for a, b in ds]
+    assert len(batches) == 3
+    assert not np.allclose(batches[0][0], batches[1][0])
+    assert not np.array_equal(batches[0][1] - batches[0][0], batches[1][1] - batches[1][0])
+    again = [a.numpy() for a, _ in make_dataset(okay, [Squares()], batch=2, seed=0, start=1, stop=2)]
+    np.testing.assert_array_equal(again[0], batches[1][0])  # step k is reproducible on resume
+
+
+def test_okay_sampler_forms_are_accepted():
+    calls = []
+
+    class Sampler:  # PatchSampler.okay's signature
+        def okay(self, n, *, rng=None):
+            calls.append(rng)
+            return okay(rng, n)
+
+    rng = np.random.default_rng(0)
+    x_ok, _ = draw_batch(__import__("core.training", fromlist=["_okay_caller"])._okay_caller(Sampler().okay),
+                         [], rng, 2)
+    assert calls == [rng] and x_ok.shape == (2, PATCH, PATCH, 1)
+
+
+def test_progress_reports_every_term_and_model_is_saved(tmp_path):
+    seen = []
+    bundle = train(TrainConfig(steps=3, seed=0, out=tmp_path / "m.keras", perturbations=["squares"], **TINY),
+                   okay, [Squares()], progress=seen.append)
+    assert [p["step"] for p in seen] == [1, 2, 3]
+    for p in seen:
+        assert p["steps"] == 3 and p["samples_per_s"] > 0
+        for key in ("ok", "per", "kern_ok", "kern_per", "reg", "total"):
+            assert np.isfinite(p[key]) and p[key] >= 0
+        assert p["total"] == pytest.approx(p["ok"] + p["per"] + p["kern_ok"] + p["kern_per"] + p["reg"], rel=1e-5)
+    meta = json.loads((tmp_path / "m.json").read_text())
+    t = meta["training"]
+    assert t["steps"] == 3 and t["seed"] == 0 and t["perturbations"] == ["squares"] and t["batch"] == 2
+    assert t["final_losses"]["total"] == pytest.approx(seen[-1]["total"])
+    assert bundle.path == tmp_path / "m.keras" and bundle.sha256 == meta["sha256"]
+
+
+def test_resume_continues_steps_weights_and_optimizer(tmp_path):
+    straight = train(TrainConfig(steps=4, seed=4, out=tmp_path / "a.keras", **TINY), okay, [Squares()])
+    first = train(TrainConfig(steps=2, seed=4, out=tmp_path / "b.keras", **TINY), okay, [Squares()])
+    steps = []
+    resumed = train(TrainConfig(steps=4, seed=4, out=tmp_path / "c.keras", **TINY), okay, [Squares()],
+                    resume_from=tmp_path / "b.ckpt", progress=lambda p: steps.append(p["step"]))
+    assert steps == [3, 4]
+    assert resumed.metadata["training"]["steps"] == 4
+    assert not _weights_equal(first.model, resumed.model, atol=1e-7)
+    # same draws, weights, Adam moments and dropout masks: it ends where the straight run did
+    assert _weights_equal(straight.model, resumed.model, atol=1e-5)
+
+
+def test_resume_without_checkpoint_fails_clearly(tmp_path):
+    from core.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="no training checkpoint"):
+        train(TrainConfig(steps=2, out=tmp_path / "m.keras", **TINY), okay, [Squares()],
+              resume_from=tmp_path / "missing.ckpt")
+
+
+def test_cancel_stops_within_one_step_and_can_resume(tmp_path):
+    seen = []
+    cfg = TrainConfig(steps=50, seed=0, out=tmp_path / "m.keras", **TINY)
+    with pytest.raises(TrainingCancelled) as info:
+        train(cfg, okay, [Squares()], progress=seen.append, cancel=lambda: len(seen) >= 2)
+    assert info.value.step == 2 and len(seen) == 2
+    assert not (tmp_path / "m.keras").exists()
+    assert (info.value.checkpoint / "state.index").is_file()
+    done = train(TrainConfig(steps=4, seed=0, out=tmp_path / "m.keras", **TINY), okay, [Squares()],
+                 resume_from=info.value.checkpoint)
+    assert done.metadata["training"]["steps"] == 4
+
+
+def test_dead_latent_is_revived(tmp_path):
+    from core.model import build_autoencoder
+
+    x = okay(np.random.default_rng(0), 2)[..., None]
+    dead = build_autoencoder(seed=1, latent_bias=0.0)
+    assert dead(x, training=False)[1].numpy().max() == 0.0
+    recentre_latent(dead, x)
+    z = dead(x, training=False)[1].numpy()
+    assert 0.3 < (z > 0).mean()  # about half the latent positions are active again
+    # seed 1 trains with a live latent
+    seen = []
+    bundle = train(TrainConfig(steps=3, seed=1, out=tmp_path / "m.keras", **TINY), okay, [Squares()],
+                   progress=seen.append)
+    assert all(p["z_max"] > 0 for p in seen)
+    assert bundle.model(x, training=False)[1].numpy().max() > 0
+
+
+def test_saturated_latent_is_brought_back_into_range():
+    """z = 1 everywhere passes no gradient either (seen after 100 steps of the demo recipe)."""
+    from core.model import build_autoencoder
+
+    x = okay(np.random.default_rng(0), 2)[..., None]
+    model = build_autoencoder(seed=2, latent_bias=50.0)
+    assert model(x, training=False)[1].numpy().min() == 1.0
+    recentre_latent(model, x)
+    z = model(x, training=False)[1].numpy()
+    assert ((z > 0) & (z < 1)).mean() > 0.5  # most latent pixels live again
+
+
+def test_training_starts_at_the_mean_grey_level_with_a_live_latent(tmp_path):
+    seen = []
+    train(TrainConfig(steps=2, seed=3, out=tmp_path / "m.keras", **TINY), okay, [Squares()], progress=seen.append)
+    assert all(p["z_live"] > 0.05 for p in seen)
+    # a constant grey output would cost about the variance of the patch; starting at its mean keeps
+    # the first step's pixel loss near that, not (mean - 0)^2
+    assert seen[0]["ok"] < 0.05
+
+
+def test_learning_rate_warmup():
+    cfg = TrainConfig(steps=10, lr=1e-3, warmup_steps=4)
+    assert [learning_rate(cfg, s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert learning_rate(TrainConfig(lr=1e-3), 0) == 1e-3
+
+
+def test_config_validates():
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(mixed_precision="fp8")
+
+
+def test_bfloat16_training_with_time_budget_saves_float32_model(tmp_path):
+    cfg = TrainConfig(steps=5, seed=0, out=tmp_path / "m.keras", budget_s=0.0,
+                      **{**TINY, "mixed_precision": "bfloat16"})
+    bundle = train(cfg, okay, [Squares()])
+    t = bundle.metadata["training"]
+    assert t["mixed_precision"] == "mixed_bfloat16"
+    assert t["stopped_by_budget"] and t["steps"] == 1 and t["steps_planned"] == 5
+    assert all(layer.compute_dtype == "float32" for layer in bundle.model.layers)
+
+
+def test_cli_train_on_a_data_folder(tmp_path, capsys):
+    from app.cli import main
+    from core.synthetic import generate_weld, write_radiograph
+
+    weld = generate_weld(5, shape=(300, 700), defects=["porosity"], iqi=False, markers=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    write_radiograph(data / "weld.tif", weld)
+    out = tmp_path / "cli.keras"
+    rc = main(["train", "--data", str(data), "--perturbations", "D,dogbone", "--steps", "2", "--batch", "2",
+               "--seed", "3", "--out", str(out)])
+    assert rc == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["training"]["steps"] == 2 and meta["training"]["seed"] == 3
+    assert meta["training"]["perturbations"] == ["D", "synthetic:dogbone"]
+    assert meta["training"]["images"][0].endswith("weld.tif")
+    captured = capsys.readouterr()
+    assert "2/2" in captured.err and f"wrote {out}" in captured.out
+    assert main(["train", "--data", str(data), "--steps", "2", "--out", str(out)]) == 1  # no overwrite
+
+
+def test_cli_needs_input(capsys):
+    from app.cli import main
+
+    assert main(["train", "--steps", "2"]) == 2
+    assert "--data" in capsys.readouterr().err
