@@ -38,6 +38,14 @@ EVENTS = (
     "second review",
     "export",
     "radiograph completed",
+    # retraining from verdicts (core.training_set, core.retraining)
+    "training data added",
+    "training entry excluded",
+    "training entry included",
+    "training split set",
+    "training mask painted",
+    "model trained",
+    "model qualified",
 )
 
 

@@ -71,3 +71,16 @@ def image_to_widget(viewer, row: float, col: float) -> QPointF:
     scene = viewer.view_box.mapViewToScene(QPointF(col, row))
     p = viewer.graphics.mapFromScene(scene)
     return QPointF(p.x(), p.y()) if not isinstance(p, QPoint) else QPointF(p)
+
+
+def settle_view(qtbot, viewer, timeout_ms: int = 3000) -> None:
+    """Wait until the view's image-to-screen mapping stops changing (range updates are deferred)."""
+    last = None
+    waited = 0
+    while waited < timeout_ms:
+        qtbot.wait(40)
+        waited += 40
+        now = (image_to_widget(viewer, 0, 0), image_to_widget(viewer, 100, 100))
+        if last is not None and now == last:
+            return
+        last = now

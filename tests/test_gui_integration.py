@@ -14,7 +14,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from gui_support import drag, image_to_widget, no_thread_leak, qsettings  # noqa: F401
+from gui_support import drag, image_to_widget, no_thread_leak, qsettings, settle_view  # noqa: F401
 from test_gui_review import PIXEL_UM, background, tiny_model, with_spots, write_tiff  # noqa: F401
 
 SCAN_TIMEOUT_MS = 120_000
@@ -140,7 +140,7 @@ def test_weld_region_found_shown_adjusted_stored_and_restored(make_window, store
 
     # cut a box by dragging on the image
     w.viewer.fit()
-    qtbot.wait(20)
+    settle_view(qtbot, w.viewer)
     centre = w.weld_roi.centreline[len(w.weld_roi.centreline) // 2]
     r, c = int(centre[0]), int(centre[1])
     assert w.weld_roi.mask[r, c]
@@ -182,7 +182,7 @@ def test_no_weld_found_offers_whole_image_or_a_region_drawn_by_hand(make_window,
     buttons["Draw region by hand"].click()
     assert not box.isVisible()
     w.viewer.fit()
-    qtbot.wait(20)
+    settle_view(qtbot, w.viewer)
     drag(w.viewer.graphics.viewport(), image_to_widget(w.viewer, 100, 200),
          image_to_widget(w.viewer, 220, 900))
     wait_idle(qtbot, w)

@@ -19,7 +19,7 @@ import pytest
 from PySide6.QtCore import QPointF, Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from gui_support import drag, image_to_widget, no_thread_leak, qsettings  # noqa: F401
+from gui_support import drag, image_to_widget, no_thread_leak, qsettings, settle_view  # noqa: F401
 
 SHAPE = (320, 1024)
 PIXEL_UM = 40.0
@@ -287,7 +287,7 @@ def test_folder_worklist_missed_indication_and_done_state(make_window, store, we
     # a missed indication: M, then drag a box on the image
     press(qtbot, w, Qt.Key.Key_M)
     w.viewer.fit()
-    qtbot.wait(20)
+    settle_view(qtbot, w.viewer)
     drag(w.viewer.graphics.viewport(), image_to_widget(w.viewer, 20, 30),
          image_to_widget(w.viewer, 60, 90))
     missed = store.missed_indications(w.session.radiograph_id)

@@ -127,8 +127,8 @@ def _say(args, text: str) -> None:
 class ProgressBar:
     """One-line terminal progress: bar, step, loss terms, throughput and time left."""
 
-    def __init__(self, stream=sys.stderr, width: int = 24):
-        self.stream = stream
+    def __init__(self, stream=None, width: int = 24):
+        self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.last_print = 0.0
