@@ -347,6 +347,8 @@ class MainWindow(QMainWindow):
         a("verdict.missed", "Mark &missed indication (draw a box)", self.start_missed_box, "M",
           icon="missed")
         a("review.supervisor", "&Supervisor's view...", self.open_supervisor, "Ctrl+Shift+S")
+        a("models.retrain", "&Retrain from verdicts...", self.open_retrain, "Ctrl+Shift+R")
+        a("models.manager", "Model &versions...", self.open_model_versions, "Ctrl+Shift+M")
         a("view.weld_roi", "Show the &weld region outline",
           lambda on: self.set_roi_visible(on), "Alt+6", checkable=True)
         self.actions["view.weld_roi"].setChecked(True)
@@ -418,6 +420,10 @@ class MainWindow(QMainWindow):
                     "roi.shift_left", "roi.shift_right", "roi.add", "roi.cut", None, "roi.draw",
                     "roi.whole_image", "roi.find"):
             weld.addSeparator() if key is None else weld.addAction(acts[key])
+        models = mb.addMenu("&Models")
+        models.addAction(acts["file.open_model"])
+        models.addAction(acts["models.retrain"])
+        models.addAction(acts["models.manager"])
         help_menu = mb.addMenu("&Help")
         help_menu.addAction(acts["help.shortcuts"])
         help_menu.addAction(acts["help.about"])
@@ -1632,8 +1638,20 @@ class MainWindow(QMainWindow):
         for key in ("roi.draw", "roi.whole_image", "roi.find"):
             self.actions[key].setEnabled(has_image)
         self.actions["review.supervisor"].setEnabled(self.store is not None)
+        self.actions["models.retrain"].setEnabled(self.store is not None)
+        self.actions["models.manager"].setEnabled(self.store is not None)
         for key in ("view.fit", "view.one_to_one", "tools.line", "tools.rect"):
             self.actions[key].setEnabled(has_image)
+
+    def open_retrain(self) -> None:
+        from app.retrain_dialog import open_retrain_dialog
+
+        open_retrain_dialog(self)
+
+    def open_model_versions(self) -> None:
+        from app.model_manager import open_model_manager
+
+        open_model_manager(self)
 
     def enabled_actions(self) -> set[str]:
         """Ids of the actions that are enabled now."""
@@ -1656,6 +1674,9 @@ class MainWindow(QMainWindow):
         self._close_roi_notice()
         if self.supervisor_window is not None:
             self.supervisor_window.close()
+        for window in (getattr(self, "_retrain_dialog", None), getattr(self, "_model_manager", None)):
+            if window is not None:
+                window.close()
         self._jobs.clear()
         self.runner.shutdown()
         self.save_settings()

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (
 
 GROUP_LABELS = {
     "file": "File", "view": "View", "overlay": "Overlays", "tools": "Tools", "scan": "Scan",
-    "review": "Review", "verdict": "Verdict", "roi": "Weld region", "help": "Help",
+    "review": "Review", "verdict": "Verdict", "roi": "Weld region", "models": "Models", "help": "Help",
 }
 
 

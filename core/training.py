@@ -47,7 +47,7 @@ from core.model import DROPOUT, FILTERS, PATCH
 
 LATENT_TARGET = 0.5  # median latent pre-activation after re-centring
 LATENT_SPREAD = 0.8  # widest 10-90 percentile spread of pre-activations after re-centring
-LATENT_MIN_LIVE = 0.01  # re-centre when fewer latent pixels than this lie strictly inside (0, 1)
+LATENT_MIN_LIVE = 1e-4  # re-centre when (almost) no latent pixel lies strictly inside (0, 1)
 
 
 class TrainingCancelled(Exception):
