@@ -200,7 +200,7 @@ def thresholds_from_metadata(metadata: dict, *, fpr: float | None = None) -> Thr
     return calibrate(decode_scores(metadata["okay_scores"]), fpr=fpr or DEFAULT_FPR)
 
 
-def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
+def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR, regions=None,
                     progress=None, cancel=None) -> Thresholds:
     """Score held-out okay patches with the model at ``path`` and store the thresholds.
 
@@ -210,6 +210,9 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
         A model saved by ``core.modelfile.save_model``.
     okay_patches : ndarray of shape (N, 192, 192)
         Held-out okay patches, float32 [0, 1] (never used in training).
+    regions : ndarray of bool, shape (N, 192, 192), optional
+        The weld region over each patch; only kernels centred in it count, as in a scan with a
+        weld region (``core.scanning.patch_scores``).
 
     Returns
     -------
@@ -226,7 +229,7 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
             f"at least {need} are needed (3 / fpr); add okay patches or raise the target"
         )
     bundle = load_model(path)
-    scores = patch_scores(okay_patches, bundle.model, progress=progress, cancel=cancel)
+    scores = patch_scores(okay_patches, bundle.model, regions=regions, progress=progress, cancel=cancel)
     thr = calibrate(scores, fpr=fpr)
     update_metadata(path, thresholds=thr.to_dict(), okay_scores=encode_scores(scores))
     return thr

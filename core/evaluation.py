@@ -1,5 +1,9 @@
 """Detection figures of a calibrated model on generated radiographs it has never seen.
 
+Scores count only kernels centred in the weld region (``haz_mask``), exactly as a scan with the
+weld region does; synthetic anomalies are pasted into okay weld patches and their pixels count as
+weld region.
+
 Used for the bundled default model (README, ``docs/default_model.md``) and its regression test:
 okay and defect patches are drawn from the weld region of fresh ``core.synthetic`` radiographs (a
 seed range disjoint from training, calibration and the demo images), defect patches are graded by the
@@ -54,24 +58,26 @@ def evaluate_synthetic(bundle, *, n_radiographs: int = 4, n_okay: int = 2000, n_
     sampler = PatchSampler(images, masks, rois=rois, seed=seed)
     rng = np.random.default_rng(seed)
 
-    def flagged(patches):
-        s = patch_scores(patches, bundle.model)
+    def flagged(patches, regions):
+        s = patch_scores(patches, bundle.model, regions=regions)
         return (s[:, 0] > thr.mean) | (s[:, 1] > thr.std)
 
-    okay = sampler.okay(n_okay, rng=rng)
-    okay_flags = flagged(okay)
-    defect, defect_masks = sampler.defect(n_defect, rng=rng)
+    okay, okay_rois = sampler.okay_with_roi(n_okay, rng=rng)
+    okay_flags = flagged(okay, okay_rois)
+    defect, defect_masks, defect_rois = sampler.defect(n_defect, rng=rng, with_roi=True)
     _, grades = grade_patches(defect, defect_masks)
-    defect_flags = flagged(defect)
+    defect_flags = flagged(defect, defect_rois)
     tpr, counts = {}, {}
     for g in GRADES:
         sel = np.asarray(grades) == g
         counts[g] = int(sel.sum())
         tpr[g] = float(defect_flags[sel].mean()) if sel.any() else float("nan")
     for kind in ANOMALY_KINDS:
-        base = okay[rng.choice(len(okay), n_anomaly)]
+        pick = rng.choice(len(okay), n_anomaly)
         delta, weight = SyntheticAnomalies(kind).sample(rng, n_anomaly)
-        tpr[kind] = float(flagged(apply_perturbation(base, delta, weight)).mean())
+        # the anomaly must lie in the weld region to count (outside it nothing is flagged)
+        regions = okay_rois[pick] | (weight > 0)
+        tpr[kind] = float(flagged(apply_perturbation(okay[pick], delta, weight), regions).mean())
         counts[kind] = n_anomaly
     return SyntheticEvaluation(tpr=tpr, n_defect=counts, fpr=float(okay_flags.mean()), n_okay=n_okay,
                                thresholds=thr.to_dict())

@@ -81,25 +81,35 @@ def flag_kernels(mean: np.ndarray, std: np.ndarray, mean_threshold: float,
     return flags
 
 
-def aperture_scores(residuals: np.ndarray, ks: int = KERNEL_SIZE) -> np.ndarray:
+def aperture_scores(residuals: np.ndarray, ks: int = KERNEL_SIZE, *, regions=None) -> np.ndarray:
     """Per-patch scores from aperture residuals: ``(max |local mean|, max local std)``.
 
     Parameters
     ----------
     residuals : ndarray of shape (B, A, A)
         Residual over each patch's aperture (input aperture minus reconstruction).
+    regions : ndarray of bool, shape (B, A, A), optional
+        Region of interest over each aperture: only kernels centred inside it count, as in a scan
+        with a weld region (``core.scanning.scan_image(roi=...)`` raises no flag outside it).
 
     Returns
     -------
     scores : ndarray of shape (B, 2), float64
-        Over every kernel that lies fully inside the aperture.
+        Over every kernel that lies fully inside the aperture (and, with ``regions``, is centred in
+        the region; 0 where no kernel is).
     """
     residuals = np.asarray(residuals)
     if residuals.ndim == 2:
         residuals = residuals[None]
-    out = np.empty((residuals.shape[0], 2), np.float64)
+    out = np.zeros((residuals.shape[0], 2), np.float64)
     for i, r in enumerate(residuals):
         m, s = local_mean_std(r, ks)
-        out[i, 0] = np.nanmax(np.abs(m))
-        out[i, 1] = np.nanmax(s)
+        m = np.abs(m)
+        if regions is not None:
+            outside = ~np.asarray(regions[i], bool)
+            m[outside] = np.nan
+            s[outside] = np.nan
+        if np.isfinite(m).any():
+            out[i, 0] = np.nanmax(m)
+            out[i, 1] = np.nanmax(s)
     return out

@@ -242,6 +242,20 @@ class PatchSampler:
         """The image patch (192, 192) float32 at ``geometry``."""
         return extract(self.images[geometry.image], geometry, order=self.order)
 
+    def roi_patch(self, geometry):
+        """The region-of-interest patch (192, 192) bool at ``geometry``; all True without a ROI."""
+        roi = self.rois[geometry.image]
+        if roi is None:
+            return np.ones((PATCH, PATCH), bool)
+        return extract(roi, geometry, order=0, output=bool)
+
+    def okay_with_roi(self, n, *, rng=None):
+        """``n`` okay patches and their ROI patches: (n, 192, 192) float32 and bool."""
+        rng = self.rng if rng is None else rng
+        geos = [self.okay_geometry(rng) for _ in range(n)]
+        return (np.stack([self.patch(g) for g in geos]).astype(np.float32),
+                np.stack([self.roi_patch(g) for g in geos]))
+
     def mask_patch(self, geometry):
         """The defect mask patch (192, 192) bool at ``geometry`` (nearest neighbour)."""
         mask = self.masks[geometry.image]
@@ -256,15 +270,21 @@ class PatchSampler:
             out[k] = self.patch(self.okay_geometry(rng))
         return out
 
-    def defect(self, n, *, rng=None):
-        """Return ``(patches, masks)``: (n, 192, 192) float32 and bool, defect pixels in the aperture."""
+    def defect(self, n, *, rng=None, with_roi=False):
+        """Return ``(patches, masks)``: (n, 192, 192) float32 and bool, defect pixels in the aperture.
+
+        With ``with_roi=True`` also the ROI patches: ``(patches, masks, rois)``.
+        """
         patches = np.empty((n, PATCH, PATCH), np.float32)
         masks = np.empty((n, PATCH, PATCH), bool)
+        rois = np.empty((n, PATCH, PATCH), bool) if with_roi else None
         for k in range(n):
             geo = self.defect_geometry(rng)
             patches[k] = self.patch(geo)
             masks[k] = self.mask_patch(geo)
-        return patches, masks
+            if with_roi:
+                rois[k] = self.roi_patch(geo)
+        return (patches, masks, rois) if with_roi else (patches, masks)
 
 
 def aperture(array):

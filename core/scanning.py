@@ -363,7 +363,7 @@ def find_regions(flags: np.ndarray, local_mean: np.ndarray, local_std: np.ndarra
 
 # --- patches ----------------------------------------------------------------------------------
 
-def patch_scores(patches: np.ndarray, model, *, batch_size: int = 32, progress=None,
+def patch_scores(patches: np.ndarray, model, *, regions=None, batch_size: int = 32, progress=None,
                  cancel=None) -> np.ndarray:
     """Per-patch scores ``(max |local mean|, max local std)`` over each patch's aperture.
 
@@ -372,6 +372,9 @@ def patch_scores(patches: np.ndarray, model, *, batch_size: int = 32, progress=N
     patches : ndarray of shape (N, 192, 192), float32 [0, 1]
     model : keras.Model
         The patch model (outputs ``[reconstruction, latent]``).
+    regions : ndarray of bool, shape (N, 192, 192), optional
+        Weld region over each patch: only kernels centred inside it count (as in a scan with
+        ``roi``), so that calibration sees what the scan flags.
 
     Returns
     -------
@@ -392,7 +395,8 @@ def patch_scores(patches: np.ndarray, model, *, batch_size: int = 32, progress=N
             raise ScanCancelled("scoring cancelled")
         x = patches[i:i + batch_size]
         recon = run(x[..., None]).numpy()[..., 0]
-        out[i:i + len(x)] = aperture_scores(x[:, OFFSET:end, OFFSET:end] - recon)
+        roi = None if regions is None else np.asarray(regions[i:i + batch_size])[:, OFFSET:end, OFFSET:end]
+        out[i:i + len(x)] = aperture_scores(x[:, OFFSET:end, OFFSET:end] - recon, regions=roi)
         if progress is not None:
             progress(min(i + batch_size, len(patches)), len(patches))
     return out

@@ -44,8 +44,8 @@ def run(args) -> int:
     images, masks, rois, pixel = _held_out(args)
     sampler = PatchSampler(images, masks, rois=rois, seed=args.seed)
     print(f"scoring {n} okay patches from {len(images)} radiographs ...", file=sys.stderr, flush=True)
-    patches = sampler.okay(n)
-    thr = calibrate_model(args.model, patches, fpr=args.fpr)
+    patches, regions = sampler.okay_with_roi(n)
+    thr = calibrate_model(args.model, patches, fpr=args.fpr, regions=None if args.whole_image else regions)
     lo, hi = thr.fpr_ci
     per_m = expected_false_flags_per_metre(args.fpr, pixel or 40.0)
     print(

@@ -52,6 +52,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--precision", choices=("auto", "bfloat16", "off"), default="auto",
                    help="bfloat16 mixed precision (auto: where the CPU has it or a GPU is visible)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and draws (default 0)")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="dropout fraction (default 0.12, the paper's); with --resume, 0 adds a final "
+                        "phase without dropout, which closes the gap between training and inference")
     p.add_argument("--out", metavar="FILE", help="model file to write (.keras; default: the models folder)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint of --out (<out>.ckpt)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -163,6 +166,7 @@ def run(args) -> int:
         print("weldreview train: give --data DIR and/or --synthetic N (or --preset demo)", file=sys.stderr)
         return 2
     from core.loss import LossWeights
+    from core.model import DROPOUT
     from core.paths import models_dir
     from core.training import TrainConfig, TrainingCancelled, device_name, train
 
@@ -179,6 +183,7 @@ def run(args) -> int:
     config = TrainConfig(
         steps=args.steps or 1000, batch=args.batch or 32, lr=args.lr, warmup_steps=args.warmup or 0,
         seed=args.seed, weights=LossWeights.from_name(args.loss), mixed_precision=args.precision, out=out,
+        dropout=DROPOUT if args.dropout is None else args.dropout,
         budget_s=args.budget_min * 60 if args.budget_min else None, images=names,
         perturbations=[getattr(s, "name", type(s).__name__) for s in sources], overwrite=args.force,
         name=out.stem,
