@@ -62,3 +62,18 @@ def test_aperture_scores_see_a_local_offset():
 def test_even_kernel_refused():
     with pytest.raises(ValueError, match="odd"):
         local_mean_std(np.zeros((20, 20)), ks=8)
+
+
+def test_aperture_scores_count_only_kernels_centred_in_the_weld_region():
+    from core.residual import aperture_scores
+
+    residual = np.zeros((1, 60, 60), np.float32)
+    residual[0, 5:14, 5:14] = 0.5  # a lead letter outside the weld
+    residual[0, 40:49, 40:49] = 0.1  # a faint indication inside it
+    region = np.zeros((1, 60, 60), bool)
+    region[0, 30:, 30:] = True
+    everywhere = aperture_scores(residual)
+    in_weld = aperture_scores(residual, regions=region)
+    assert everywhere[0, 0] == pytest.approx(0.5)
+    assert in_weld[0, 0] == pytest.approx(0.1)
+    assert aperture_scores(residual, regions=np.zeros_like(region))[0].tolist() == [0.0, 0.0]
