@@ -103,3 +103,11 @@ def test_layout_and_core_free_of_qt():
             if any(n.split(".")[0] in ("PySide6", "pyqtgraph", "app") for n in names):
                 offenders.append(str(path.relative_to(REPO)))
     assert offenders == [], f"core/ must not import Qt or app: {offenders}"
+
+
+def test_makefile_run_target_is_a_valid_command_line():
+    makefile = (REPO / "Makefile").read_text()
+    line = next(l for l in makefile.splitlines() if "bin/weldreview" in l)
+    argv = line.split("bin/weldreview", 1)[1].split()
+    args = build_parser().parse_args(argv)  # exits (fails the test) on an unknown command or option
+    assert args.demo and args.command is None  # opens the GUI on the demo
