@@ -518,12 +518,9 @@ class MainWindow(QMainWindow):
         log.warning("%s", text)
         self.messages.append(text)
         self.show_status(text, 15000)
-        box = QMessageBox(QMessageBox.Icon.Warning, "weldreview", text,
-                          QMessageBox.StandardButton.Ok, self)
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        box.setWindowModality(Qt.WindowModality.NonModal)
-        box.show()
-        self.last_message_box = box
+        from app.messages import show_warning
+
+        self.last_message_box = show_warning(self, text)
 
     # ================================================================== jobs
     def _queue_job(self, name: str, fn, *, on_start=None, on_success=None, on_failure=None,

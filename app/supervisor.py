@@ -17,6 +17,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QTabWidget, QWidget
 
+from app.messages import show_warning
 from app.supervisor_audit import AuditTab
 from app.supervisor_decisions import DecisionsTab
 from app.supervisor_evidence import EvidenceDialog
@@ -113,12 +114,7 @@ class SupervisorWindow(QMainWindow):
         self.statusBar().showMessage(text, 15000 if error else 8000)
         if error:
             log.warning("%s", text)
-            box = QMessageBox(QMessageBox.Icon.Warning, "weldreview", text,
-                              QMessageBox.StandardButton.Ok, self)
-            box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-            box.setWindowModality(Qt.WindowModality.NonModal)
-            box.show()
-            self.last_message_box = box
+            self.last_message_box = show_warning(self, text)
 
     def open_evidence_for(self, decision: dict) -> None:
         """Show the evidence of a ``Store.decisions`` row (callback, or the evidence dialog)."""
@@ -221,11 +217,7 @@ def open_supervisor_window(main_window, store, user, *, open_evidence=None):
         if report is not None:
             report(refusal)
         else:
-            box = QMessageBox(QMessageBox.Icon.Warning, "weldreview", refusal,
-                              QMessageBox.StandardButton.Ok, main_window)
-            box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-            box.setWindowModality(Qt.WindowModality.NonModal)
-            box.show()
+            show_warning(main_window, refusal)
         return None
     window = getattr(main_window, "supervisor_window", None)
     if window is not None and (window.store is not store or window.user != user):
