@@ -59,6 +59,16 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _time_range(column: str, since, until, where: list, params: list) -> None:
+    """Append ``column >= since`` and ``column < until`` (a bare date covers its whole day)."""
+    if since is not None:
+        where.append(f"{column} >= ?")
+        params.append(_time_bound(since, end=False))
+    if until is not None:
+        where.append(f"{column} < ?")
+        params.append(_time_bound(until, end=True))
+
+
 def _time_bound(value, *, end: bool) -> str | None:
     """ISO text for a date/datetime bound; a bare date as ``end`` covers that whole day."""
     if value is None:
@@ -873,12 +883,7 @@ class Store:
         if interpreter:
             where.append("u.name = ?")
             params.append(interpreter)
-        if since is not None:
-            where.append("v.created_at >= ?")
-            params.append(_time_bound(since, end=False))
-        if until is not None:
-            where.append("v.created_at < ?")
-            params.append(_time_bound(until, end=True))
+        _time_range("v.created_at", since, until, where, params)
         verdicts = [verdict] if isinstance(verdict, str) else list(verdict or [])
         if unsure_only:
             verdicts = ["unsure"]
@@ -977,12 +982,7 @@ class Store:
         if user:
             where.append("user = ?")
             params.append(user)
-        if since is not None:
-            where.append("time >= ?")
-            params.append(_time_bound(since, end=False))
-        if until is not None:
-            where.append("time < ?")
-            params.append(_time_bound(until, end=True))
+        _time_range("time", since, until, where, params)
         if event:
             where.append("event = ?")
             params.append(event)
