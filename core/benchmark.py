@@ -10,7 +10,10 @@ Protocol
    sees the same patches: okay and defect test patches from the test radiographs
    (``core.sampler.PatchSampler``: random translation, rotation, 90-degree turns, flips); the defect
    patches graded high / mid / low by ``core.contrast``; the five synthetic OOD test sets of Section
-   3.3 inserted into fresh okay test patches; okay patches of the calibration radiographs.
+   3.3 inserted into fresh okay test patches; okay patches of the calibration radiographs. By
+   default every patch (training ones too) is centred in the weld region of its radiograph
+   (``core.roi.find_weld``) and only kernels centred in that region are scored, as the scan does;
+   ``roi=False`` uses whole radiographs (the paper's setting, for the before/after comparison).
 3. Models, each with ``seeds`` seeds: the OOD detector (``core.training.train``) with perturbation
    sets None, D (real defects of the training radiographs) and SNI; the supervised CNN
    (``core.cnn``) trained on D, D + SC, D + SC + SPC and D + SNI (positives: real defect patches, and
@@ -117,14 +120,14 @@ class Budget:
 
 
 BUDGETS = {
-    # Meant to fit 45 min on 2 CPU cores with 3 seeds (21 models). Estimate from rates measured
-    # on the shared, busy 2-core machine: inference about 50-80 patches/s, so scoring 3000
-    # calibration + 1450 test patches per model is ~20 min for all 21; OOD training 40 steps of
-    # 2 x 16 patches at ~40 patches/s (bfloat16) ~30 s each; CNN training 40 steps of 32 patches at
-    # ~20 patches/s ~65 s each. The models are far from converged; same protocol otherwise.
-    "small": Budget("small", ood_steps=40, ood_batch=16, cnn_steps=40, cnn_batch=32,
+    # Meant to fit 45 min on 2 CPU cores with 3 seeds (21 models). Rates measured on the shared
+    # 2-core machine: inference about 180 patches/s, so scoring 3000 calibration + 1450 test
+    # patches is ~25 s per model, ~9 min for all 21; OOD training 80 steps of 2 x 32 patches at
+    # ~42 patches/s (bfloat16) ~2 min each; CNN training 40 steps of 32 patches at ~20 patches/s
+    # ~65 s each. The models are far from converged; same protocol otherwise.
+    "small": Budget("small", ood_steps=80, ood_batch=32, cnn_steps=40, cnn_batch=32,
                     n_calibration=3000, n_test_okay=500, n_test_defect=450, n_synthetic=100,
-                    note="CPU budget (45 min on 2 cores): each model trained for well under two minutes, "
+                    note="CPU budget (45 min on 2 cores): each model trained for about two minutes or less, "
                     "far from convergence; 450 test defect and 500 okay test patches, 100 instead "
                     "of 200 patches per synthetic test set"),
     # Paper scale (Table 1 test counts), meant for a GPU.
@@ -205,13 +208,18 @@ def make_split(dataset, *, test_names=None, calibration_names=None, seed: int = 
 
 @dataclass
 class PatchSets:
-    """Every patch set of one benchmark run (float32 (N, 192, 192) arrays)."""
+    """Every patch set of one benchmark run (float32 (N, 192, 192) arrays).
+
+    ``regions`` holds, per set name (``calibration_okay``, ``test_okay`` and every test set), the
+    weld region over each patch (bool (N, 192, 192)); None when the run uses whole radiographs.
+    """
 
     calibration_okay: np.ndarray
     test_okay: np.ndarray
     test_defects: dict  # grade -> patches
     contrasts: np.ndarray  # contrast figure of every test defect patch (before grading)
     synthetic: dict  # kind -> patches
+    regions: dict | None = None
 
     def test_sets(self) -> dict:
         """Every positive test set by name (``TEST_SETS`` order), empty ones left out."""
@@ -226,34 +234,58 @@ class PatchSets:
         return c
 
 
-def _sampler(items, *, seed):
-    """PatchSampler over the radiographs with masks (an unmasked one could hide defects)."""
+def weld_region(item):
+    """The weld region of a radiograph (``core.roi.find_weld``), cached on the item; None if none found."""
+    from core.roi import WeldNotFoundError, find_weld
+
+    if not hasattr(item, "_weld_region"):
+        try:
+            item._weld_region = find_weld(item.image).mask
+        except WeldNotFoundError:
+            item._weld_region = None  # the whole radiograph is used
+    return item._weld_region
+
+
+def patch_sampler(items, *, seed, roi: bool = False):
+    """PatchSampler over the radiographs with masks (an unmasked one could hide defects).
+
+    With ``roi`` patch centres are drawn only from each radiograph's weld region (:func:`weld_region`).
+    """
     from core.sampler import PatchSampler
 
     masked = [it for it in items if it.mask_path is not None]
     if not masked:
         raise ValueError("the benchmark needs radiographs with defect masks on every side of the split")
-    return PatchSampler([it.image for it in masked], [it.mask for it in masked], seed=seed)
+    rois = [weld_region(it) for it in masked] if roi else None
+    return PatchSampler([it.image for it in masked], [it.mask for it in masked], rois=rois, seed=seed)
 
 
-def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED) -> PatchSets:
-    """Draw the test and calibration patch sets of one run (reproducible from ``seed``)."""
+def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED, roi: bool = True) -> PatchSets:
+    """Draw the test and calibration patch sets of one run (reproducible from ``seed``).
+
+    With ``roi`` (the default, as the scan works) patches are centred in the weld region of their
+    radiograph and only kernels centred in it are scored; without, the whole radiograph is used.
+    """
     from core.perturbations import SyntheticAnomalies, apply_perturbation
 
     rng = np.random.default_rng(seed)
-    test = _sampler(split.test, seed=seed)
-    test_okay = test.okay(budget.n_test_okay, rng=rng)
-    defects, masks = test.defect(budget.n_test_defect, rng=rng)
+    test = patch_sampler(split.test, seed=seed, roi=roi)
+    regions = {}
+    test_okay, regions["test_okay"] = test.okay_with_roi(budget.n_test_okay, rng=rng)
+    defects, masks, defect_rois = test.defect(budget.n_test_defect, rng=rng, with_roi=True)
     contrasts, grades = grade_patches(defects, masks)
     test_defects = {g: defects[grades == g] for g in GRADES}
+    regions.update({g: defect_rois[grades == g] for g in GRADES})
     synthetic = {}
     for kind in TEST_ANOMALIES:
-        base = test.okay(budget.n_synthetic, rng=rng)
+        base, regions[kind] = test.okay_with_roi(budget.n_synthetic, rng=rng)
         delta, weight = SyntheticAnomalies(kind).sample(rng, budget.n_synthetic)
         synthetic[kind] = apply_perturbation(base, delta, weight)
     calib_items = split.calibration or split.train
-    calibration_okay = _sampler(calib_items, seed=seed + 1).okay(budget.n_calibration, rng=rng)
-    return PatchSets(calibration_okay, test_okay, test_defects, contrasts, synthetic)
+    calibration_okay, regions["calibration_okay"] = patch_sampler(
+        calib_items, seed=seed + 1, roi=roi).okay_with_roi(budget.n_calibration, rng=rng)
+    return PatchSets(calibration_okay, test_okay, test_defects, contrasts, synthetic,
+                     regions if roi else None)
 
 
 # --- training sources -----------------------------------------------------------------------------
@@ -327,10 +359,19 @@ def run_key(detector: str, training_set: str, seed: int) -> str:
     return f"{detector}_{training_set.replace('+', '-')}_seed{seed}"
 
 
-def _split_scores(score, patch_sets: PatchSets) -> dict:
-    """Score the okay test patches and every test set in one call (one tf.function trace)."""
+def _split_scores(score, patch_sets: PatchSets, *, with_regions: bool = False) -> dict:
+    """Score the okay test patches and every test set in one call (one tf.function trace).
+
+    ``score(patches)``, or ``score(patches, regions)`` with ``with_regions`` (None without ROI).
+    """
     named = {"test_okay": patch_sets.test_okay, **patch_sets.test_sets()}
-    values = score(np.concatenate(list(named.values())))
+    patches = np.concatenate(list(named.values()))
+    if with_regions:
+        regions = None if patch_sets.regions is None else np.concatenate(
+            [patch_sets.regions[name] for name in named])
+        values = score(patches, regions)
+    else:
+        values = score(patches)
     bounds = np.cumsum([0] + [len(v) for v in named.values()])
     return {name: values[a:b] for name, a, b in zip(named, bounds[:-1], bounds[1:])}
 
@@ -345,11 +386,22 @@ def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float):
     scores : dict of ndarray (N, 2)
         Raw per-patch scores, keys ``calibration_okay``, ``test_okay`` and every test set.
     """
-    from core.calibration import calibrate
     from core.scanning import patch_scores
 
-    scores = {"calibration_okay": patch_scores(patch_sets.calibration_okay, model)}
-    scores.update(_split_scores(lambda x: patch_scores(x, model), patch_sets))
+    return evaluate_residual_scores(lambda x, r: patch_scores(x, model, regions=r), patch_sets, fpr=fpr)
+
+
+def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float):
+    """:func:`evaluate_ood` for any ``score(patches, regions) -> (N, 2)`` of the two residual tests.
+
+    ``regions`` is None when the patch sets have none. Used for the OOD detector and for reference
+    detectors (a high-pass filter in place of the autoencoder, ``core.learning_curve``).
+    """
+    from core.calibration import calibrate
+
+    regions = patch_sets.regions or {}
+    scores = {"calibration_okay": score(patch_sets.calibration_okay, regions.get("calibration_okay"))}
+    scores.update(_split_scores(score, patch_sets, with_regions=True))
     thr = calibrate(scores["calibration_okay"], fpr=fpr)
     pair = (thr.mean, thr.std)
 
@@ -385,7 +437,7 @@ def evaluate_cnn(model, patch_sets: PatchSets, *, fpr: float):
 
 
 def train_ood(training_set: str, seed: int, budget: Budget, split: Split, *, out: Path,
-              progress=None):
+              progress=None, roi: bool = True):
     """Train one OOD detector with ``core.training.train`` (saved to ``out``); return its bundle.
 
     Steps and batch come from the budget; learning rate, warm-up, loss weights and precision are
@@ -394,7 +446,7 @@ def train_ood(training_set: str, seed: int, budget: Budget, split: Split, *, out
     from core.training import TrainConfig, train
 
     sources = ood_perturbation_sources(training_set, split.train)
-    okay_sampler = _sampler(split.train, seed=seed)
+    okay_sampler = patch_sampler(split.train, seed=seed, roi=roi)
     config = TrainConfig(steps=budget.ood_steps, batch=budget.ood_batch, seed=seed, out=out,
                          overwrite=True, images=[it.name for it in split.train],
                          perturbations=[] if training_set == "None" else [training_set],
@@ -403,11 +455,12 @@ def train_ood(training_set: str, seed: int, budget: Budget, split: Split, *, out
     return train(config, okay_sampler.okay, sources, progress=progress)
 
 
-def train_cnn_model(training_set: str, seed: int, budget: Budget, split: Split, *, progress=None):
+def train_cnn_model(training_set: str, seed: int, budget: Budget, split: Split, *, progress=None,
+                    roi: bool = True):
     """Train one CNN classifier on ``training_set``; returns the keras model."""
     from core.cnn import CNNTrainConfig, train_cnn
 
-    sampler = _sampler(split.train, seed=seed)
+    sampler = patch_sampler(split.train, seed=seed, roi=roi)
     config = CNNTrainConfig(steps=budget.cnn_steps, batch=budget.cnn_batch, seed=seed)
     return train_cnn(config, lambda rng, n: sampler.okay(n, rng=rng),
                      cnn_positive_sources(training_set, sampler), progress=progress)
@@ -433,10 +486,11 @@ def machine_description() -> dict:
     return info
 
 
-def protocol_fingerprint(split: Split, budget: Budget) -> str:
-    """Hash of what makes cached per-model results reusable (split, budget, grading, version)."""
+def protocol_fingerprint(split: Split, budget: Budget, *, roi: bool = True) -> str:
+    """Hash of what makes cached per-model results reusable (split, budget, region, grading, version)."""
     blob = json.dumps({"split": split.to_dict(), "budget": asdict(budget), "data_seed": DATA_SEED,
-                       "grades": GRADE_THRESHOLDS, "version": PROTOCOL_VERSION}, sort_keys=True)
+                       "grades": GRADE_THRESHOLDS, "version": PROTOCOL_VERSION, "roi": roi},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -472,7 +526,7 @@ def summarise(results: list[RunResult]) -> dict:
 
 def run_benchmark(data, out, *, budget: str | Budget = "small", seeds: int = 3,
                   ood_sets=OOD_SETS, cnn_sets=CNN_SETS, test_names=None, calibration_names=None,
-                  command: str | None = None, log=print) -> dict:
+                  roi: bool = True, command: str | None = None, log=print) -> dict:
     """Run the whole protocol on the dataset in ``data`` and write the report into ``out``.
 
     Parameters
@@ -490,6 +544,8 @@ def run_benchmark(data, out, *, budget: str | Budget = "small", seeds: int = 3,
         Training sets to run (default: all of Tables 3 and 2).
     test_names, calibration_names : iterable of str, optional
         Override the split (see :func:`make_split`).
+    roi : bool
+        Draw and score patches in each radiograph's weld region (default), or whole radiographs.
     command : str, optional
         The command line, written in the report.
     log : callable
@@ -511,11 +567,11 @@ def run_benchmark(data, out, *, budget: str | Budget = "small", seeds: int = 3,
     started = time.time()
     dataset = load_dataset(data, include_unmasked=False)
     split = make_split(dataset, test_names=test_names, calibration_names=calibration_names)
-    fingerprint = protocol_fingerprint(split, budget)
+    fingerprint = protocol_fingerprint(split, budget, roi=roi)
     log(f"split: train {[it.name for it in split.train]}, calibration "
         f"{[it.name for it in split.calibration]}, test {[it.name for it in split.test]}")
     t0 = time.time()
-    patch_sets = build_patch_sets(split, budget)
+    patch_sets = build_patch_sets(split, budget, roi=roi)
     log(f"patch sets {patch_sets.counts()} in {time.time() - t0:.0f} s")
 
     results: list[RunResult] = []
@@ -531,7 +587,7 @@ def run_benchmark(data, out, *, budget: str | Budget = "small", seeds: int = 3,
                 log(f"{key}: reused from {runs_dir}")
             else:
                 result, scores = _run_one(detector, training_set, seed, budget, split, patch_sets,
-                                          model_path, log)
+                                          model_path, log, roi=roi)
                 _save_run(runs_dir, result, scores, fingerprint)
             results.append(result)
             if detector == "ood" or key == "cnn_D-SNI_seed0":
@@ -541,6 +597,8 @@ def run_benchmark(data, out, *, budget: str | Budget = "small", seeds: int = 3,
     report = {
         "command": command, "budget": asdict(budget), "seeds": seeds, "split": split.to_dict(),
         "fingerprint": fingerprint, "machine": machine_description(),
+        "region": ("weld region (core.roi.find_weld): patches centred in it, only kernels centred "
+                   "in it scored" if roi else "whole radiographs (no weld region)"),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "wall_seconds": None, "patch_counts": patch_sets.counts(),
         "contrast": {"thresholds": {"high": GRADE_THRESHOLDS[0], "mid": GRADE_THRESHOLDS[1]},
@@ -552,7 +610,7 @@ def run_benchmark(data, out, *, budget: str | Budget = "small", seeds: int = 3,
     }
     report["wall_seconds"] = round(time.time() - started, 1)
     write_report(out, report, patch_sets=patch_sets, figure_scores=figure_scores, split=split,
-                 fig11_model=fig11_model if fig11_model.is_file() else None, log=log)
+                 fig11_model=fig11_model if fig11_model.is_file() else None, fig11_roi=roi, log=log)
     report["wall_seconds"] = round(time.time() - started, 1)
     log(f"report written to {out / 'report.md'} after {report['wall_seconds']:.0f} s")
     return report
@@ -561,7 +619,7 @@ def run_benchmark(data, out, *, budget: str | Budget = "small", seeds: int = 3,
 _FIG11_KEY = "ood_SNI_seed0"  # the model whose sliding-window picture is Figure 11
 
 
-def _run_one(detector, training_set, seed, budget, split, patch_sets, model_path, log):
+def _run_one(detector, training_set, seed, budget, split, patch_sets, model_path, log, *, roi=True):
     def progress(info):
         if info.get("step") == info.get("steps") or info.get("step", 0) % 50 == 0:
             loss = info.get("loss", info.get("total"))
@@ -570,12 +628,12 @@ def _run_one(detector, training_set, seed, budget, split, patch_sets, model_path
 
     t0 = time.time()
     if detector == "ood":
-        bundle = train_ood(training_set, seed, budget, split, out=model_path, progress=progress)
+        bundle = train_ood(training_set, seed, budget, split, out=model_path, progress=progress, roi=roi)
         t1 = time.time()
         numbers, scores = evaluate_ood(bundle.model, patch_sets, fpr=budget.fpr)
         steps = budget.ood_steps
     else:
-        model = train_cnn_model(training_set, seed, budget, split, progress=progress)
+        model = train_cnn_model(training_set, seed, budget, split, progress=progress, roi=roi)
         t1 = time.time()
         numbers, scores = evaluate_cnn(model, patch_sets, fpr=budget.fpr)
         steps = budget.cnn_steps

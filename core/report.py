@@ -206,11 +206,11 @@ def figure_histograms(path, report, figure_scores) -> Path | None:
     return path
 
 
-def figure_sliding_window(path, model_path, thresholds: dict, item, *, max_width=1600) -> Path:
+def figure_sliding_window(path, model_path, thresholds: dict, item, *, roi=None, max_width=1600) -> Path:
     """Figure 11: a whole test radiograph, its residual, and the kernels flagged at the thresholds.
 
     Flag colours as in the paper (Figure 5e): blue both tests, green std only, orange mean only;
-    the ground-truth defect outline is red.
+    the ground-truth defect outline is red. With ``roi`` (bool mask) only kernels in it are flagged.
     """
     from PIL import Image
     from scipy import ndimage
@@ -221,7 +221,7 @@ def figure_sliding_window(path, model_path, thresholds: dict, item, *, max_width
 
     bundle = load_model(model_path)
     image = item.image
-    result = scan_image(image, bundle, thresholds=Thresholds.from_dict(thresholds))
+    result = scan_image(image, bundle, thresholds=Thresholds.from_dict(thresholds), roi=roi)
     step = max(1, math.ceil(image.shape[1] / max_width))
     grey = np.clip(image, 0, 1)
     lo, hi = np.percentile(grey, [0.5, 99.5])
@@ -287,6 +287,7 @@ def markdown(report, figures: dict) -> str:
         f"{b['ood_batch']} okay + {b['ood_batch']} perturbed patches, CNN {b['cnn_steps']} steps of "
         f"{b['cnn_batch']} patches; {report['seeds']} seed(s) per training set; operating point "
         f"{100 * b['fpr']:g} % FPR.",
+        f"- Region: {report.get('region', 'whole radiographs')}.",
         f"- Machine: {m.get('platform')}, {m.get('cpus_usable', m.get('cpu_count'))} usable CPU "
         f"cores, GPUs: {', '.join(m.get('gpus') or []) or 'none'}, TensorFlow {m.get('tensorflow')}.",
         f"- Started {report['started']}, wall time of this invocation {report['wall_seconds']:.0f} s "
@@ -340,6 +341,8 @@ def markdown(report, figures: dict) -> str:
             out += [f"![{key}](figures/{Path(figures[key]).name})", "", caption, ""]
         else:
             out += [f"({key}: not drawn: {figures.get(key + '_why', 'its model did not run')})", ""]
+    if report.get("learning_curve"):
+        out += learning_curve_markdown(report["learning_curve"])
     out += ["## Every model", "",
             "| model | set | seed | train s | eval s | FPR calib % | FPR test % | thresholds |",
             "|---|---|---|---|---|---|---|---|"]
@@ -366,8 +369,92 @@ def markdown(report, figures: dict) -> str:
     return "\n".join(out)
 
 
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _curve_row(label, point, sets, extra=()):
+    cells = [label, *extra, f"{100 * point['fpr_calibration']:.2f}", f"{100 * point['fpr_test']:.2f}"]
+    cells += [_pct(point["tpr"].get(n)) for n in sets]
+    return "| " + " | ".join(cells) + " |"
+
+
+def learning_curve_markdown(curve: dict) -> list[str]:
+    """Sections of the report for ``core.learning_curve`` results: the curve, the weld region's effect."""
+    from core.benchmark import PAPER_TABLE3, TEST_SETS
+
+    points = curve["points"]
+    sets = [n for n in TEST_SETS if n in points[-1]["tpr"]]
+    m = curve["machine"]
+    head = "| | " + " | ".join(["FPR calib %", "FPR test %"] + sets) + " |"
+    out = ["## Learning curve: TPR at 0.1 % FPR against training time", "",
+           f"- Command: `{curve.get('command') or 'core.learning_curve.run_learning_curve(...)'}`",
+           f"- Recipe: {curve['recipe_text']}.",
+           f"- Machine: {m.get('platform')}, {m.get('cpus_usable', m.get('cpu_count'))} usable CPU "
+           f"cores, GPUs: {', '.join(m.get('gpus') or []) or 'none'}; started {curve['started']}, "
+           f"wall time {curve['wall_seconds']:.0f} s (training and evaluation).",
+           "- Same split, weld-region patch sets and calibration radiographs as the tables above "
+           f"(patch counts: {', '.join(f'{k} {v}' for k, v in curve['patch_counts'].items())}); one "
+           "model, evaluated after each training segment (minutes of training on the trainer's clock).",
+           "", head.replace("| |", "| training |", 1), "|" + "---|" * (len(sets) + 3)]
+    for p in points:
+        out.append(_curve_row(f"{p['minutes']:g} min ({p['steps']} steps)", p, sets))
+    paper = PAPER_TABLE3["SNI"]
+    out.append("| *paper, Table 3 SNI* | | | " + " | ".join(
+        f"*{paper[n][0]}*" if n in paper else "" for n in sets) + " |")
+    for sigma, entry in curve.get("highpass", {}).items():
+        out.append(_curve_row(f"reference: Gaussian high-pass sigma {sigma} px, same kernel analysis",
+                              entry["roi"], sets))
+    out += ["", "![learning curve](figures/learning_curve.png)", ""]
+    whole = curve.get("whole_image")
+    if whole:
+        out += ["## Weld region: before and after", "",
+                "The same detectors, thresholds calibrated and TPR measured on patches drawn from "
+                "whole radiographs (before: lead letters, IQI wires, film edges included, the "
+                "paper's setting) and from the weld region only, counting only kernels centred in "
+                "it (after: what `weldreview scan` does). 'FPR test' is the rate reached on okay "
+                "patches of the test radiographs, which calibration never saw.", "",
+                "| detector | patches | thresholds mean / std | FPR calib % | FPR test % | "
+                + " | ".join(sets) + " |", "|" + "---|" * (len(sets) + 5)]
+        last = points[-1]
+
+        def row(label, region, point):
+            t = point["thresholds"]
+            return _curve_row(label, point, sets,
+                              extra=(region, f"{t['mean']:.4f} / {t['std']:.4f}"))
+
+        name = f"OOD detector, {last['minutes']:g} min"
+        out.append(row(name, "whole radiographs", whole))
+        out.append(row(name, "weld region", last))
+        for sigma, entry in curve.get("highpass", {}).items():
+            if "whole" in entry:
+                out.append(row(f"high-pass sigma {sigma} px", "whole radiographs", entry["whole"]))
+                out.append(row(f"high-pass sigma {sigma} px", "weld region", entry["roi"]))
+        out.append("")
+    return out
+
+
+def rerender_report(out) -> Path | None:
+    """Rewrite ``report.md`` from ``results.json`` (and ``learning_curve.json``) without re-running.
+
+    Returns the report's path, or None when ``out`` holds no benchmark results yet.
+    """
+    out = Path(out)
+    results = out / "results.json"
+    if not results.is_file():
+        return None
+    report = json.loads(results.read_text())
+    curve = out / "learning_curve.json"
+    report["learning_curve"] = json.loads(curve.read_text()) if curve.is_file() else None
+    figures = {k: (out / v if v else None) for k, v in report.get("figures", {}).items()}
+    results.write_text(json.dumps(report, indent=1, default=_json_default))
+    md = out / "report.md"
+    md.write_text(markdown(report, figures))
+    return md
+
+
 def write_report(out, report: dict, *, patch_sets=None, figure_scores=None, split=None,
-                 fig11_model=None, log=print) -> Path:
+                 fig11_model=None, fig11_roi: bool = False, log=print) -> Path:
     """Write ``report.md``, ``results.json`` and ``figures/*.png`` into ``out``; return report.md."""
     out = Path(out)
     fig_dir = out / "figures"
@@ -377,12 +464,18 @@ def write_report(out, report: dict, *, patch_sets=None, figure_scores=None, spli
     figures["fig9"] = figure_histograms(fig_dir / "fig9_residual_statistics.png", report, figure_scores)
     figures["fig10"] = figure_roc(fig_dir / "fig10_roc.png", report, figure_scores)
     if fig11_model is not None and split is not None and split.test:
+        from core.benchmark import weld_region
+
         thr = _thresholds(report, "ood_SNI_seed0")
+        item = split.test[0]
         figures["fig11"] = figure_sliding_window(fig_dir / "fig11_sliding_window.png", fig11_model,
-                                                 thr, split.test[0])
+                                                 thr, item, roi=weld_region(item) if fig11_roi else None)
     else:
         figures["fig11"] = None
         figures["fig11_why"] = "no OOD model trained with SNI (seed 0) in this run"
+    curve = out / "learning_curve.json"
+    if curve.is_file() and "learning_curve" not in report:
+        report["learning_curve"] = json.loads(curve.read_text())
     report["figures"] = {k: (str(Path(v).relative_to(out)) if v else None)
                          for k, v in figures.items() if not k.endswith("_why")}
     (out / "results.json").write_text(json.dumps(report, indent=1, default=_json_default))

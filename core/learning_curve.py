@@ -1,0 +1,230 @@
+"""Learning curve of one OOD detector on the benchmark protocol: TPR at 0.1 % FPR against training time.
+
+One model is trained with ``core.training.train`` in segments, each ending at a point of
+``minutes`` of training time (``TrainConfig.budget_s``, resumed from the previous segment's
+checkpoint), and every segment's model is evaluated on the benchmark's patch sets
+(``core.benchmark.build_patch_sets``, the same fixed split, thresholds from the calibration
+radiographs only). Evaluation time is not training time: the minutes are the trainer's own clock.
+
+The last model is also evaluated on patch sets drawn from whole radiographs (no weld region), which
+measures what the weld region does to the FPR reached on other radiographs and to the TPR at the
+operating point. A reference detector runs on the same patch sets: a Gaussian high-pass filter in
+place of the autoencoder (residual = patch - gaussian(patch, sigma)) followed by the same 9 x 9
+kernel analysis and calibration; the model has to beat it to be worth its training.
+
+Results go to ``OUT/learning_curve.json`` and ``OUT/figures/learning_curve.png``; the benchmark
+report (``core.report``) shows them when present.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.benchmark import (BUDGETS, OOD_SETS, build_patch_sets, evaluate_ood,
+                            evaluate_residual_scores, machine_description, make_split,
+                            ood_perturbation_sources, patch_sampler)
+
+CURVE_MINUTES = (5, 10, 20, 40)
+HIGHPASS_SIGMAS = (2.0, 6.0)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the curve's model is trained (``core.training.TrainConfig`` fields and perturbations).
+
+    ``training_set`` is one of ``core.benchmark.OOD_SETS``; ``signed_sni`` gives SNI regions a
+    random sign (real weld defects are mostly darker than the weld, the paper's SNI brighter).
+    """
+
+    training_set: str = "SNI"
+    signed_sni: bool = False
+    batch: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    dropout: float = 0.0
+    seed: int = 0
+
+    def describe(self) -> str:
+        sni = " (signed)" if self.signed_sni and self.training_set == "SNI" else ""
+        return (f"perturbations {self.training_set}{sni}, batch {self.batch} okay + {self.batch} "
+                f"perturbed, Adam lr {self.lr:g} with {self.warmup_steps} warm-up steps, dropout "
+                f"{self.dropout:g}, seed {self.seed}, core.training defaults otherwise (loss weights, "
+                "bfloat16 where the CPU has it, latent guard)")
+
+
+def _sources(recipe: Recipe, train_items) -> list:
+    if recipe.training_set not in OOD_SETS:
+        raise ValueError(f"unknown perturbation set {recipe.training_set!r}; choose one of {', '.join(OOD_SETS)}")
+    if recipe.training_set == "SNI" and recipe.signed_sni:
+        from core.perturbations import SNIPerturbations
+
+        return [SNIPerturbations(signed=True)]
+    return ood_perturbation_sources(recipe.training_set, train_items)
+
+
+def highpass_scorer(sigma: float):
+    """``score(patches, regions)`` of the high-pass reference detector (see the module docstring)."""
+    from scipy import ndimage
+
+    from core.model import APERTURE, OFFSET
+    from core.residual import aperture_scores
+
+    end = OFFSET + APERTURE
+
+    def score(patches, regions):
+        out = np.empty((len(patches), 2))
+        for i in range(0, len(patches), 256):
+            x = patches[i:i + 256].astype(np.float32)
+            resid = x - ndimage.gaussian_filter(x, (0, sigma, sigma), mode="reflect")
+            roi = None if regions is None else regions[i:i + 256, OFFSET:end, OFFSET:end]
+            out[i:i + 256] = aperture_scores(resid[:, OFFSET:end, OFFSET:end], regions=roi)
+        return out
+
+    return score
+
+
+def _point(numbers: dict) -> dict:
+    """The figures of one evaluation kept in the curve."""
+    return {"tpr": numbers["tpr"], "auc": numbers["auc"], "fpr_test": numbers["fpr_test"],
+            "fpr_calibration": numbers["fpr_calibration"], "thresholds": numbers["thresholds"]}
+
+
+def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Recipe(),
+                       budget: str = "small", compare_whole: bool = True, command: str | None = None,
+                       log=print) -> dict:
+    """Train one OOD detector in segments and evaluate it after each; write the results.
+
+    Parameters
+    ----------
+    data : path-like
+        The labelled dataset (``core.datasets.load_dataset``).
+    out : path-like
+        Output folder (the benchmark's, so the report shows the curve).
+    minutes : sequence of float
+        Training minutes at which the model is evaluated, increasing.
+    recipe : Recipe
+    budget : str
+        Benchmark budget whose patch counts are used (``core.benchmark.BUDGETS``).
+    compare_whole : bool
+        Also evaluate the last model, and the reference detector, without the weld region.
+    command : str, optional
+        The command line, written with the results.
+    log : callable
+        Receives one line of progress text at a time.
+
+    Returns
+    -------
+    dict
+        What is written to ``learning_curve.json``.
+    """
+    from core.datasets import load_dataset
+    from core.modelfile import load_model
+    from core.training import TrainConfig, train
+
+    minutes = [float(m) for m in minutes]
+    if not minutes or any(b <= a for a, b in zip(minutes, minutes[1:])) or minutes[0] <= 0:
+        raise ValueError(f"minutes must be positive and increasing, got {minutes}")
+    budget_obj = BUDGETS[budget]
+    out = Path(out)
+    work = out / "curve"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    started = time.time()
+    dataset = load_dataset(data, include_unmasked=False)
+    split = make_split(dataset)
+    log(f"split: train {[it.name for it in split.train]}, calibration "
+        f"{[it.name for it in split.calibration]}, test {[it.name for it in split.test]}")
+    sets_roi = build_patch_sets(split, budget_obj, roi=True)
+    sets_whole = build_patch_sets(split, budget_obj, roi=False) if compare_whole else None
+    log(f"patch sets (weld region) {sets_roi.counts()}")
+
+    sources = _sources(recipe, split.train)
+    okay = patch_sampler(split.train, seed=recipe.seed, roi=True).okay
+    ckpt = work / "model.ckpt"
+    points = []
+    rate = {}
+    for k, m in enumerate(minutes):
+        path = work / f"model_{m:g}min.keras"
+        config = TrainConfig(steps=10**7, batch=recipe.batch, lr=recipe.lr,
+                             warmup_steps=recipe.warmup_steps, dropout=recipe.dropout,
+                             seed=recipe.seed, out=path, checkpoint_dir=ckpt, checkpoint_every=0,
+                             budget_s=60.0 * m, overwrite=True, images=[it.name for it in split.train],
+                             perturbations=[recipe.training_set], name=f"learning curve {m:g} min")
+
+        def progress(info, m=m):
+            rate["samples_per_s"] = round(info["samples_per_s"], 1)
+            if info["step"] % 100 == 0:
+                log(f"  step {info['step']} at {info['elapsed_s'] / 60:.1f}/{m:g} min, loss "
+                    f"{info['total']:.4g}, {info['samples_per_s']:.0f} samples/s")
+
+        bundle = train(config, okay, sources, progress=progress, resume_from=ckpt if k else None)
+        steps = bundle.metadata["training"]["steps"]
+        t0 = time.time()
+        numbers, _ = evaluate_ood(bundle.model, sets_roi, fpr=budget_obj.fpr)
+        point = {"minutes": m, "steps": steps, "samples_per_s": rate.get("samples_per_s"), **_point(numbers),
+                 "eval_seconds": round(time.time() - t0, 1)}
+        points.append(point)
+        log(f"{m:g} min ({steps} steps): FPR test {100 * numbers['fpr_test']:.2f} %, TPR "
+            + ", ".join(f"{n} {100 * v:.0f}" for n, v in numbers["tpr"].items()))
+    result = {
+        "command": command, "recipe": asdict(recipe), "recipe_text": recipe.describe(),
+        "budget": budget_obj.name, "machine": machine_description(), "split": split.to_dict(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        "patch_counts": sets_roi.counts(), "points": points, "highpass": {}, "whole_image": None,
+    }
+    for sigma in HIGHPASS_SIGMAS:
+        numbers, _ = evaluate_residual_scores(highpass_scorer(sigma), sets_roi, fpr=budget_obj.fpr)
+        result["highpass"][f"{sigma:g}"] = {"roi": _point(numbers)}
+        if sets_whole is not None:
+            whole, _ = evaluate_residual_scores(highpass_scorer(sigma), sets_whole, fpr=budget_obj.fpr)
+            result["highpass"][f"{sigma:g}"]["whole"] = _point(whole)
+    if sets_whole is not None:
+        last = load_model(work / f"model_{minutes[-1]:g}min.keras").model
+        numbers, _ = evaluate_ood(last, sets_whole, fpr=budget_obj.fpr)
+        result["whole_image"] = {"minutes": minutes[-1], "patch_counts": sets_whole.counts(),
+                                 **_point(numbers)}
+    result["wall_seconds"] = round(time.time() - started, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "learning_curve.json").write_text(json.dumps(result, indent=1))
+    figure_learning_curve(out / "figures" / "learning_curve.png", result)
+    from core.report import rerender_report
+
+    if rerender_report(out) is not None:
+        log(f"report {out / 'report.md'} updated with the learning curve")
+    log(f"learning curve written to {out / 'learning_curve.json'} after {result['wall_seconds']:.0f} s")
+    return result
+
+
+def figure_learning_curve(path, result: dict) -> Path:
+    """TPR at the operating point per test set against training minutes (one line per set)."""
+    from core.report import BLACK, BLUE, GREEN, GREY, ORANGE, RED, Plot, _canvas
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    points = result["points"]
+    x = [p["minutes"] for p in points]
+    image = _canvas(760, 440)
+    plot = Plot(image, (70, 40, 560, 380), xlim=(0, max(x)), ylim=(0, 100),
+                title="OOD detector: TPR [%] at the calibrated thresholds (weld region, test radiographs)",
+                xlabel="training minutes (this machine)", ylabel="TPR [%]")
+    colours = [BLUE, ORANGE, GREEN, RED, (148, 103, 189), (140, 86, 75), (227, 119, 194), GREY, BLACK]
+    entries = []
+    for colour, name in zip(colours, points[-1]["tpr"]):
+        ys = [100 * p["tpr"].get(name, np.nan) for p in points]
+        plot.line(x, ys, colour)
+        plot.points(x, ys, colour, r=3)
+        entries.append((name, colour))
+    left, top, right, bottom = plot.box
+    for i, (label, colour) in enumerate(entries):  # legend outside the axes
+        y = top + 14 * i
+        plot.draw.rectangle([right + 20, y + 2, right + 30, y + 10], fill=colour)
+        plot.draw.text((right + 34, y), label, fill=BLACK, font=plot.font)
+    image.save(path)
+    return path

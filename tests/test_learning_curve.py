@@ -1,0 +1,69 @@
+"""The learning curve of the benchmark (core.learning_curve): segments, evaluation, report sections."""
+
+import json
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from core.learning_curve import highpass_scorer
+from core.report import learning_curve_markdown, rerender_report
+
+
+def _noise_patches(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (0.5 + 0.01 * rng.standard_normal((n, 192, 192))).astype(np.float32)
+
+
+def test_highpass_reference_scores_a_blob_and_respects_the_region():
+    patches = _noise_patches(2)
+    yy, xx = np.mgrid[:192, :192]
+    blob = (yy - 96) ** 2 + (xx - 96) ** 2 <= 4 ** 2
+    patches[1][blob] -= 0.15  # a small dark pore
+    score = highpass_scorer(2.0)
+    plain = score(patches, None)
+    assert plain[1, 0] > 3 * plain[0, 0] and plain[1, 1] > 3 * plain[0, 1]
+    # a region that leaves the pore outside (with its kernels' reach) scores it like plain weld
+    region = np.ones((2, 192, 192), bool)
+    region[:, 70:123, :] = False
+    masked = score(patches, region)
+    assert masked[1, 0] < 1.5 * plain[0, 0]
+
+
+def test_curve_command_refuses_bad_minutes_and_sets(tmp_path, capsys):
+    assert main(["benchmark", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--curve", "10,5"]) == 2
+    assert "increasing" in capsys.readouterr().err
+    assert main(["benchmark", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--curve", "5",
+                 "--curve-set", "X"]) == 2
+    assert "unknown --curve-set" in capsys.readouterr().err
+
+
+def test_tiny_curve_on_two_radiographs(gdxray, tmp_path):
+    from skimage import io
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for number in ("0002", "0009"):  # two radiographs, cropped to keep the run short
+        image = io.imread(gdxray / "W0001" / f"W0001_{number}.png")[:, :1600]
+        mask = io.imread(gdxray / "W0002" / f"W0002_{number}.png")[:, :1600]
+        io.imsave(data / f"w{number}.png", image, check_contrast=False)
+        io.imsave(data / f"w{number}_mask.png", (mask > 0).astype(np.uint8) * 255, check_contrast=False)
+    out = tmp_path / "out"
+    rc = main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
+               "--curve", "0.03,0.06", "--signed-sni"])
+    assert rc == 0
+    curve = json.loads((out / "learning_curve.json").read_text())
+    points = curve["points"]
+    assert [p["minutes"] for p in points] == [0.03, 0.06]
+    assert 1 <= points[0]["steps"] < points[1]["steps"]  # the second segment resumed the first
+    assert curve["recipe"]["signed_sni"] is True and "--signed-sni" in curve["command"]
+    for p in points + [curve["whole_image"]] + [e["roi"] for e in curve["highpass"].values()]:
+        assert all(0.0 <= v <= 1.0 for v in p["tpr"].values()) and "low" in p["tpr"]
+        assert p["thresholds"]["fpr_target"] == 0.05
+    assert (out / "curve" / "model_0.06min.keras").is_file()
+    picture = io.imread(out / "figures" / "learning_curve.png")
+    assert picture.ndim == 3 and picture.std() > 0
+    assert rerender_report(out) is None  # no tables were run into this folder
+    text = "\n".join(learning_curve_markdown(curve))
+    assert "0.06 min (" in text and "paper, Table 3 SNI" in text and "high-pass sigma 2" in text
+    assert "| whole radiographs |" in text and "| weld region |" in text
