@@ -4,6 +4,9 @@ residual, local mean and local std around the region, each with its maximum.
 Input and reconstruction share one grey window (from the input crop); residual and local mean are
 drawn on a fixed scale of +-2 x the mean threshold, local std on 0..2 x the std threshold, so the
 pictures of two regions compare directly.
+
+Beside the tiles, the reviewer's brush (:mod:`app.mask_brush`) shows the input crop at full
+resolution for painting the defect's extent.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QWidget
+from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QWidget
+
+from app.mask_brush import MaskBrush
 
 PANELS = ("input", "reconstruction", "residual", "local_mean", "local_std")
 PANEL_TITLES = {
@@ -106,16 +111,30 @@ def panel_levels(name: str, crop: Crop, thresholds) -> tuple[float, float]:
     return 0.0, 2.0 * thresholds.std
 
 
+def region_key(region) -> tuple:
+    """What identifies a region shown in the panel: its number (or label) and its bbox."""
+    return region.id, tuple(int(v) for v in region.bbox)
+
+
 class DetailPanel(QWidget):
-    """Five tiles with captions; :meth:`show_region` fills them."""
+    """Five tiles with captions and the brush; :meth:`show_region` fills them.
+
+    Signals
+    -------
+    region_shown()
+        A region's evidence was shown (the brush shows its crop).
+    """
+
+    region_shown = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.images: dict[str, QLabel] = {}
         self.captions: dict[str, QLabel] = {}
         self.maxima: dict[str, float] = {}
-        grid = QGridLayout(self)
-        grid.setContentsMargins(4, 4, 4, 4)
+        tiles = QWidget()
+        grid = QGridLayout(tiles)
+        grid.setContentsMargins(0, 0, 0, 0)
         for i, name in enumerate(PANELS):
             img = QLabel()
             img.setFixedSize(TILE_PX, TILE_PX)
@@ -131,6 +150,12 @@ class DetailPanel(QWidget):
         self.summary = QLabel("Select a flagged region to see its evidence.")
         self.summary.setWordWrap(True)
         grid.addWidget(self.summary, 2, 0, 1, len(PANELS))
+        grid.setRowStretch(3, 1)
+        self.brush = MaskBrush()
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(tiles)
+        layout.addWidget(self.brush, 1)
 
     def clear(self) -> None:
         for name in PANELS:
@@ -138,6 +163,7 @@ class DetailPanel(QWidget):
             self.captions[name].setText(PANEL_TITLES[name])
         self.maxima = {}
         self.summary.setText("Select a flagged region to see its evidence.")
+        self.brush.reset()
 
     def show_region(self, image: np.ndarray, result, region) -> None:
         """Show the evidence of ``region`` (a core Region) of ``result`` on ``image`` ([0, 1])."""
@@ -168,3 +194,6 @@ class DetailPanel(QWidget):
             f"severity {region.severity:.2f} x threshold, {region.area_px} px{size}. "
             f"Thresholds: local mean {th.mean:.4f}, local std {th.std:.4f}."
         )
+        self.brush.show_crop(crop.arrays["input"], (crop.rows.start, crop.cols.start),
+                             region_key(region), panel_levels("input", crop, th))
+        self.region_shown.emit()

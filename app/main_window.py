@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from app import theme
 from app.detail_panel import DetailPanel, thumbnail_array
+from app.mask_brush import RegionMasks
 from app.measure import MeasureTools, ProfilePlot
 from app.overlays import KIND_LABELS, KINDS, OverlayPanel, Overlays, overlay_layers
 from app.review_queue import THUMB_PX, ReviewQueue, WorklistQueue
@@ -209,6 +210,7 @@ class MainWindow(QMainWindow):
         self.queue_tabs.addTab(self.outside_list, "Outside weld")
         self._pending_region: int | None = None
         self.detail = DetailPanel()
+        self.masks = RegionMasks(self)  # the brush's masks, saved with Defect verdicts
         self.verdict_panel = VerdictPanel()
         self.verdict_panel.verdict_requested.connect(self.give_verdict)
         self.verdict_panel.undo_requested.connect(self.undo_verdict)
@@ -1038,6 +1040,7 @@ class MainWindow(QMainWindow):
         self.queue.set_verdict(region.id, verdict)
         self._update_worklist_entry()
         self.show_status(f"Region {region.id}: {VERDICTS[verdict][1]} (saved)")
+        self.masks.verdict_given(region.id)
         if self.auto_advance:
             row = self.queue.next_unreviewed(after=self.queue.currentRow())
             if row is not None:
@@ -1071,6 +1074,7 @@ class MainWindow(QMainWindow):
             self.show_status(f"Region {region.id}: verdict withdrawn, the region is unreviewed "
                              "again (the record keeps both: verdicts are never deleted).")
         self.verdict_panel.show_region(region, self.queue.verdicts.get(region.id))
+        self.masks.refresh()
         self._update_worklist_entry()
         self._check_completion()
 

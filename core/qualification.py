@@ -160,14 +160,14 @@ def qualify(store, candidate_id: int, *, reference_id: int | None = None, user: 
     from core.modelfile import load_model
 
     ts.ensure_tables(store)
-    cand_row = store._one("SELECT * FROM models WHERE id = ?", [int(candidate_id)])
+    cand_row = store.one("SELECT * FROM models WHERE id = ?", [int(candidate_id)])
     if cand_row is None:
         raise ValueError(f"no model {candidate_id}")
     if reference_id is None:
         active = store.active_model()
         ref_row = None if active is None or active["id"] == cand_row["id"] else active
     else:
-        ref_row = store._one("SELECT * FROM models WHERE id = ?", [int(reference_id)])
+        ref_row = store.one("SELECT * FROM models WHERE id = ?", [int(reference_id)])
         if ref_row is None:
             raise ValueError(f"no model {reference_id}")
     say = progress or (lambda p: None)
@@ -204,7 +204,7 @@ def qualify(store, candidate_id: int, *, reference_id: int | None = None, user: 
         }, "models", cand_row["id"])
         return qid
 
-    result.id = store._transaction(write, f"record the qualification of model {candidate_id}")
+    result.id = store.transaction(write, f"record the qualification of model {candidate_id}")
     return result
 
 

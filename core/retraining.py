@@ -62,20 +62,6 @@ def _sources_from_parent(metadata: dict | None) -> list:
     return out
 
 
-def _fine_tune_checkpoint(config, parent_model, directory: Path) -> Path:
-    """A training checkpoint holding ``parent_model``'s weights at step 1, to resume from.
-
-    core.training.train has no "initial weights" option; resuming from this checkpoint starts
-    from the parent's weights (step 1, so the latent is not re-centred) with a fresh optimiser.
-    """
-    from core.training import _Trainer
-
-    trainer = _Trainer(config)
-    trainer.model.set_weights(parent_model.get_weights())
-    trainer.step.assign(1)
-    return trainer.save_checkpoint(directory)
-
-
 def _unique_out(stem: str) -> Path:
     from core.paths import models_dir
 
@@ -176,7 +162,7 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = _unique_out(f"retrained-{stamp}-{(parent_sha or 'scratch')[:8]}")
     config = TrainConfig(
-        steps=int(steps or DEFAULT_STEPS) + (0 if from_scratch else 1), batch=int(batch),
+        steps=int(steps or DEFAULT_STEPS), batch=int(batch),
         lr=lr or (SCRATCH_LR if from_scratch else FINE_TUNE_LR), seed=int(seed), filters=shape,
         dropout=float(arch.get("dropout", 0.12)), weights=LossWeights.default(), out=out,
         checkpoint_every=0, budget_s=None if budget_min is None else float(budget_min) * 60.0,
@@ -184,17 +170,9 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
         perturbations=[getattr(s, "name", type(s).__name__) for s in sources],
         parent=None if from_scratch else parent_sha, name=name or out.stem,
     )
-    resume = None
-    if not from_scratch:
-        resume = _fine_tune_checkpoint(config, parent.model, out.with_suffix(".init.ckpt"))
     t1 = time.perf_counter()
-    try:
-        bundle = train(config, okay, sources, progress=progress, cancel=cancel, resume_from=resume)
-    finally:
-        if resume is not None:
-            import shutil
-
-            shutil.rmtree(resume, ignore_errors=True)
+    bundle = train(config, okay, sources, progress=progress, cancel=cancel,
+                   init_weights=None if from_scratch else parent.model)
     t2 = time.perf_counter()
     say({"phase": "calibration", "n": n_cal})
     cal = calibration_patches(store, n_cal, images=images, seed=seed + 1)
@@ -226,7 +204,7 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
                                                "thresholds": thr.to_dict(), **provenance},
                   "models", model_id)
 
-    store._transaction(write, "record the retrained model")
+    store.transaction(write, "record the retrained model")
     return RetrainResult(
         model_id=model_id, path=bundle.path, sha256=bundle.sha256, parent_sha256=parent_sha,
         entry_ids=entry_ids, thresholds=thr, metadata=meta,
@@ -250,7 +228,7 @@ def activate(store, model_id: int, *, user: str, justification: str | None = Non
     who = store.user(user)
     if who.role != "supervisor":
         raise PermissionError(f"only a supervisor can activate a model; {user} is {who.role}")
-    row = store._one("SELECT id, sha256 FROM models WHERE id = ?", [int(model_id)])
+    row = store.one("SELECT id, sha256 FROM models WHERE id = ?", [int(model_id)])
     if row is None:
         raise ValueError(f"no model {model_id}")
     active = store.active_model()

@@ -184,7 +184,7 @@ class Store:
                         f"{migrations.schema_version(self.db)} of {migrations.SCHEMA_VERSION}) "
                         f"but was {self.readonly_reason}; open it writable once"
                     )
-                self._transaction(self._migrate, "upgrade the database")
+                self.transaction(self._migrate, "upgrade the database")
         except BaseException as exc:
             conn.close()
             self.db = None
@@ -248,11 +248,33 @@ class Store:
                 time.sleep(delay * (1.0 + self._jitter.random()))
                 delay = min(delay * 2.0, 0.2)
 
-    def _transaction(self, fn: Callable[[], Any], doing: str) -> Any:
+    def transaction(self, fn: Callable[[], Any], doing: str) -> Any:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction, committed before returning.
 
-        A busy database is retried with backoff until ``timeout_s``; any error rolls the whole
-        transaction back and becomes a StoreError (ValueError from ``fn`` passes through).
+        For modules that keep their own tables in the review database (``core.training_set``,
+        ``core.qualification``, ``core.retraining``): ``fn`` writes through :attr:`db` and
+        appends its audit event (``core.audit.append_event``) in the same transaction.
+
+        Parameters
+        ----------
+        fn : callable
+            Called without arguments inside the transaction; may be called again when the
+            database was busy (so it must not have effects outside the database).
+        doing : str
+            What ``fn`` does, for the error message ("store the painted mask of verdict 3").
+
+        Returns
+        -------
+        object
+            What ``fn`` returned.
+
+        Raises
+        ------
+        StoreError
+            The database is closed, read-only, stayed busy for ``timeout_s`` or the write
+            failed; the whole transaction was rolled back. A busy database is retried with
+            backoff until ``timeout_s``. Other exceptions from ``fn`` (e.g. ValueError) roll
+            back and pass through unchanged.
         """
         if self.db is None:
             raise StoreError(f"{self.path}: the database is closed")
@@ -285,9 +307,22 @@ class Store:
             entity_id=entity_id,
         )
 
-    def _one(self, sql: str, params=()) -> dict | None:
+    def one(self, sql: str, params=()) -> dict | None:
+        """The first row of the query ``sql`` with ``params``, as a dict; None when no row.
+
+        Parameters
+        ----------
+        sql : str
+            One SELECT with ``?`` placeholders.
+        params : sequence, optional
+            The placeholders' values.
+        """
         rows = list(self.db.query(sql, params))
         return rows[0] if rows else None
+
+    # the names these had before they were public
+    _transaction = transaction
+    _one = one
 
     # ----- users ----------------------------------------------------------------------------
 
@@ -300,7 +335,7 @@ class Store:
             raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
 
         def write():
-            if self._one("SELECT id FROM users WHERE name = ?", [name]):
+            if self.one("SELECT id FROM users WHERE name = ?", [name]):
                 raise ValueError(f"user {name!r} already exists")
             uid = self.db["users"].insert(
                 {"name": name, "role": role, "created_at": audit.now_iso()}
@@ -308,7 +343,7 @@ class Store:
             self._event("user added", by, {"name": name, "role": role}, "users", uid)
             return User(uid, name, role)
 
-        return self._transaction(write, f"add user {name}")
+        return self.transaction(write, f"add user {name}")
 
     def users(self) -> list[User]:
         return [User(r["id"], r["name"], r["role"]) for r in self.db.query(
@@ -316,7 +351,7 @@ class Store:
 
     def user(self, name: str) -> User:
         """The user called ``name``; ValueError naming the command that adds one if unknown."""
-        row = self._one("SELECT id, name, role FROM users WHERE name = ?", [name])
+        row = self.one("SELECT id, name, role FROM users WHERE name = ?", [name])
         if row is None:
             raise ValueError(
                 f"unknown user {name!r}; add it with `weldreview audit users add {name} "
@@ -333,7 +368,7 @@ class Store:
         """Register a radiograph by its content hash; return its id (existing one if known)."""
 
         def write():
-            row = self._one("SELECT id FROM radiographs WHERE sha256 = ?", [sha256])
+            row = self.one("SELECT id FROM radiographs WHERE sha256 = ?", [sha256])
             if row:
                 return row["id"]
             record = {
@@ -346,7 +381,7 @@ class Store:
             self._event("radiograph added", user, record, "radiographs", rid)
             return rid
 
-        return self._transaction(write, f"register radiograph {path}")
+        return self.transaction(write, f"register radiograph {path}")
 
     def add_radiograph_from(self, radiograph, *, user: str | None = None) -> int:
         """Register a ``core.imageio.Radiograph`` (anything with its attributes)."""
@@ -358,10 +393,10 @@ class Store:
     def radiograph(self, key) -> dict:
         """A radiograph by id (int), sha256 or path (str); ValueError if unknown."""
         if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
-            row = self._one("SELECT * FROM radiographs WHERE id = ?", [int(key)])
+            row = self.one("SELECT * FROM radiographs WHERE id = ?", [int(key)])
         else:
             text = str(key)
-            row = self._one(
+            row = self.one(
                 "SELECT * FROM radiographs WHERE sha256 = ? OR path = ? OR path = ? "
                 "ORDER BY id DESC LIMIT 1", [text, text, str(Path(text).resolve())])
         if row is None:
@@ -378,7 +413,7 @@ class Store:
         """Register a model by the sha256 of its file; return its id (existing one if known)."""
 
         def write():
-            row = self._one("SELECT id FROM models WHERE sha256 = ?", [sha256])
+            row = self.one("SELECT id FROM models WHERE sha256 = ?", [sha256])
             if row:
                 return row["id"]
             record = {
@@ -395,7 +430,7 @@ class Store:
             )
             return mid
 
-        return self._transaction(write, f"register model {name or sha256[:12]}")
+        return self.transaction(write, f"register model {name or sha256[:12]}")
 
     def activate_model(self, model_id: int, *, user: str, justification: str) -> int:
         """Make ``model_id`` the active model (a supervisor, with a justification).
@@ -409,7 +444,7 @@ class Store:
             who = self.user(user)
             if who.role != "supervisor":
                 raise ValueError(f"only a supervisor can activate a model; {user} is {who.role}")
-            model = self._one("SELECT id, sha256 FROM models WHERE id = ?", [int(model_id)])
+            model = self.one("SELECT id, sha256 FROM models WHERE id = ?", [int(model_id)])
             if model is None:
                 raise ValueError(f"no model {model_id} in {self.path}")
             previous = self.active_model()
@@ -424,7 +459,7 @@ class Store:
             }, "models", model["id"])
             return aid
 
-        return self._transaction(write, f"activate model {model_id}")
+        return self.transaction(write, f"activate model {model_id}")
 
     _MODELS_SQL = (
         "SELECT m.*, a.activated_at, u.name AS activated_by, a.justification "
@@ -438,7 +473,7 @@ class Store:
 
     def active_model(self) -> dict | None:
         """The model of the latest activation, or None before any activation."""
-        row = self._one(
+        row = self.one(
             self._MODELS_SQL + " WHERE m.id = (SELECT model_id FROM activations "
             "ORDER BY id DESC LIMIT 1)"
         )
@@ -478,7 +513,7 @@ class Store:
             }, "scans", sid)
             return sid
 
-        return self._transaction(write, "record the scan start")
+        return self.transaction(write, "record the scan start")
 
     def finish_scan(
         self, scan_id: int, regions: Iterable, *, timings: dict | None = None,
@@ -491,7 +526,7 @@ class Store:
         regions = list(regions)
 
         def write():
-            scan = self._one("SELECT id, finished_at FROM scans WHERE id = ?", [int(scan_id)])
+            scan = self.one("SELECT id, finished_at FROM scans WHERE id = ?", [int(scan_id)])
             if scan is None:
                 raise ValueError(f"no scan {scan_id} in {self.path}")
             if scan["finished_at"]:
@@ -525,7 +560,7 @@ class Store:
                         "scans", int(scan_id))
             return ids
 
-        return self._transaction(write, f"store the regions of scan {scan_id}")
+        return self.transaction(write, f"store the regions of scan {scan_id}")
 
     def record_roi(
         self, radiograph_id: int, roi: dict, *, user: str, scan_id: int | None = None
@@ -538,7 +573,7 @@ class Store:
                 "radiograph_id": int(radiograph_id), "scan_id": scan_id, "roi": roi,
             }, "radiographs", int(radiograph_id))
 
-        return self._transaction(write, "record the region of interest")
+        return self.transaction(write, "record the region of interest")
 
     def complete_radiograph(
         self, scan_id: int, *, user: str | None, false_flags_per_m: float | None = None,
@@ -564,7 +599,7 @@ class Store:
         """
 
         def write():
-            scan = self._one(
+            scan = self.one(
                 "SELECT s.id, s.radiograph_id, s.fpr, s.finished_at, m.sha256 AS model_sha256, "
                 "m.name AS model_name FROM scans s JOIN models m ON m.id = s.model_id "
                 "WHERE s.id = ?", [int(scan_id)])
@@ -575,12 +610,12 @@ class Store:
             regions = self.regions(scan["id"])
             if any(r["verdict"] is None for r in regions):
                 return None
-            last = self._one(
+            last = self.one(
                 "SELECT max(v.id) AS id FROM verdicts v JOIN regions g ON g.id = v.region_id "
                 "WHERE g.scan_id = ? AND v.blind = 0", [scan["id"]])["id"]
             previous = self._completion_row(scan["id"])
             if previous is not None:
-                withdrawn = self._one(
+                withdrawn = self.one(
                     "SELECT max(v.id) AS id FROM verdicts v JOIN regions g ON g.id = "
                     "v.region_id WHERE g.scan_id = ? AND v.verdict = ?",
                     [scan["id"], WITHDRAWN])["id"]
@@ -601,10 +636,10 @@ class Store:
             details["statement"] = completion_statement(details)
             return self._event("radiograph completed", user, details, "scans", scan["id"])
 
-        return self._transaction(write, f"record the completion of scan {scan_id}")
+        return self.transaction(write, f"record the completion of scan {scan_id}")
 
     def _completion_row(self, scan_id: int) -> dict | None:
-        row = self._one(
+        row = self.one(
             "SELECT * FROM audit WHERE event = 'radiograph completed' AND entity = 'scans' "
             "AND entity_id = ? ORDER BY id DESC LIMIT 1", [int(scan_id)])
         if row is not None:
@@ -627,7 +662,7 @@ class Store:
 
     def latest_roi(self, radiograph_id: int) -> dict | None:
         """The region of interest of the newest "roi adjusted" event of a radiograph, or None."""
-        row = self._one(
+        row = self.one(
             "SELECT details FROM audit WHERE event = 'roi adjusted' AND entity = 'radiographs' "
             "AND entity_id = ? ORDER BY id DESC LIMIT 1", [int(radiograph_id)])
         return None if row is None else json.loads(row["details"]).get("roi")
@@ -697,13 +732,13 @@ class Store:
             rad_id, scn_id = radiograph_id, scan_id
             sup, why = supersedes, reason
             if region_id is not None:
-                region = self._one(
+                region = self.one(
                     "SELECT g.id, g.scan_id, s.radiograph_id FROM regions g JOIN scans s "
                     "ON s.id = g.scan_id WHERE g.id = ?", [int(region_id)])
                 if region is None:
                     raise ValueError(f"no region {region_id} in {self.path}")
                 rad_id, scn_id = region["radiograph_id"], region["scan_id"]
-                current = self._one(
+                current = self.one(
                     f"SELECT v.id, v.verdict, u.name AS user FROM verdicts v JOIN users u ON "
                     f"u.id = v.user_id WHERE v.region_id = ? AND {self._CURRENT}",
                     [int(region_id)])
@@ -715,7 +750,7 @@ class Store:
             event = "verdict"
             if review_of is not None:
                 event = "second review"
-                first = self._one(
+                first = self.one(
                     f"SELECT v.id, v.region_id, v.user_id FROM verdicts v WHERE v.id = ? "
                     f"AND {self._IN_FORCE}", [int(review_of)])
                 if first is None or first["region_id"] != region_id:
@@ -725,12 +760,12 @@ class Store:
                 if first["user_id"] == who.id:
                     raise ValueError("a second review must be by someone other than the first")
             elif sup is not None:
-                old = self._one(
+                old = self.one(
                     "SELECT v.*, u.name AS user FROM verdicts v JOIN users u "
                     "ON u.id = v.user_id WHERE v.id = ?", [int(sup)])
                 if old is None:
                     raise ValueError(f"no verdict {sup} in {self.path}")
-                later = self._one(
+                later = self.one(
                     "SELECT id FROM verdicts WHERE supersedes = ?", [int(sup)])
                 if later is not None or old["blind"]:
                     raise ValueError(
@@ -772,11 +807,11 @@ class Store:
                 "blind": int(review_of is not None), "review_of": review_of,
             }
             vid = self.db["verdicts"].insert(record).last_pk
-            stored = self._one("SELECT * FROM verdicts WHERE id = ?", [vid])
+            stored = self.one("SELECT * FROM verdicts WHERE id = ?", [vid])
             self._event(event, who.name, {"verdict": stored}, "verdicts", vid)
             return vid
 
-        return self._transaction(write, "save the verdict")
+        return self.transaction(write, "save the verdict")
 
     def overrule(
         self, verdict_id: int, *, user: str, verdict: str, reason: str,
@@ -802,7 +837,7 @@ class Store:
         )
 
     def verdict(self, verdict_id: int) -> dict:
-        row = self._one(
+        row = self.one(
             "SELECT v.*, u.name AS user FROM verdicts v JOIN users u ON u.id = v.user_id "
             "WHERE v.id = ?", [int(verdict_id)])
         if row is None:
@@ -1004,7 +1039,7 @@ class Store:
                 "radiograph_id": radiograph_id,
             }, "radiographs" if radiograph_id else None, radiograph_id)
 
-        return self._transaction(write, f"record the export to {path}")
+        return self.transaction(write, f"record the export to {path}")
 
     def verify(self, *, anchor: tuple[int, str] | None = None) -> audit.AuditReport:
         """Check the audit chain (see :func:`core.audit.verify_chain`)."""

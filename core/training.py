@@ -406,8 +406,33 @@ def _checkpoint_dir(config: TrainConfig, out: Path) -> Path:
     return config.checkpoint_dir or out.with_suffix(".ckpt")
 
 
+def _initial_weights(init_weights, config: TrainConfig):
+    """The model whose weights start a fine-tune, and how the metadata names it.
+
+    ``init_weights`` is a Keras autoencoder or the path of a weldreview ``.keras`` model file
+    (read with ``core.modelfile.load_model``, which checks its hash and shape).
+    """
+    from core.model import model_filters
+
+    if isinstance(init_weights, (str, os.PathLike)):
+        from core.modelfile import load_model
+
+        bundle = load_model(init_weights)
+        model, source = bundle.model, f"{Path(init_weights)} (sha256 {bundle.sha256[:12]})"
+    else:
+        model, source = init_weights, f"model {getattr(init_weights, 'name', '?')}"
+    try:
+        filters = list(model_filters(model))
+    except (AttributeError, ValueError) as exc:
+        raise ValueError(f"init_weights: {source} is not a weldreview autoencoder ({exc})") from None
+    if filters != list(config.filters):
+        raise ValueError(f"init_weights: {source} has filters {filters}, this run "
+                         f"{list(config.filters)}")
+    return model, source
+
+
 def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=None, cancel=None,
-          resume_from=None):
+          resume_from=None, init_weights=None):
     """Train the autoencoder and save it with its provenance.
 
     Parameters
@@ -428,11 +453,24 @@ def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=N
     resume_from : path-like, optional
         A checkpoint directory (``<out>.ckpt``) of an earlier run with the same model shape:
         weights, optimiser state, step count and elapsed time continue from it.
+    init_weights : keras.Model or path-like, optional
+        Fine-tune: a model of the same shape, or the path of a weldreview ``.keras`` model file,
+        whose weights the training starts from (copied; the given model is not changed). The
+        optimiser starts fresh at step 0, and the latent and output biases are not set from
+        the first batch (they are trained already). Recorded as ``init_weights`` in the
+        metadata (the file and its sha256, or the model's name). Not with ``resume_from``,
+        which restores the weights itself.
 
     Returns
     -------
     core.modelfile.ModelBundle
         The trained model, saved to ``config.out``.
+
+    Raises
+    ------
+    ValueError
+        ``init_weights`` has another shape than ``config.filters``, is not an autoencoder, or
+        comes with ``resume_from``.
     """
     from core.modelfile import load_model, save_model
 
@@ -441,15 +479,23 @@ def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=N
         from core.errors import ModelFileError
 
         raise ModelFileError(f"{out}: exists; choose another output file or allow overwriting")
+    if init_weights is not None and resume_from is not None:
+        raise ValueError("init_weights and resume_from exclude each other: a resumed run has "
+                         "its weights in the checkpoint")
+    init_source = None
+    if init_weights is not None:
+        init_model, init_source = _initial_weights(init_weights, config)
     ckpt_dir = _checkpoint_dir(config, out)
     trainer = _Trainer(config)
     if resume_from is not None:
         trainer.restore(Path(resume_from))
+    if init_weights is not None:
+        trainer.model.set_weights(init_model.get_weights())
     start = int(trainer.step.numpy())
     dataset = make_dataset(
         okay_sampler, perturbation_sources, batch=config.batch, seed=config.seed, start=start, stop=config.steps
     )
-    if start == 0:
+    if start == 0 and init_weights is None:
         rng = np.random.default_rng([config.seed, 2**32 - 1])
         first, _ = draw_batch(_okay_caller(okay_sampler), [], rng, config.batch)
         recentre_latent(trainer.model, first)
@@ -519,6 +565,7 @@ def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=N
             "device": device_name(),
             "parent": config.parent,
             "resumed_from": str(resume_from) if resume_from else None,
+            "init_weights": init_source,
             "dead_latent_resets": int(trainer.resets.numpy()),
             "final_losses": {k: last.get(k) for k in (*TERMS, "total")},
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

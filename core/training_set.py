@@ -84,7 +84,7 @@ def ensure_tables(store) -> None:
         db["training_masks"].create_index(["verdict_id"], if_not_exists=True)
         db["training_models"].create_index(["model_sha256"], unique=True, if_not_exists=True)
 
-    store._transaction(create, "create the training-set tables")
+    store.transaction(create, "create the training-set tables")
 
 
 _TABLES = {
@@ -155,7 +155,7 @@ def default_split(sha256: str, *, holdback_fraction: float = HOLDBACK_FRACTION) 
 def split_of(store, sha256: str) -> str:
     """The split of a radiograph: the one set (or first drawn) for it, else the default."""
     ensure_tables(store)
-    row = store._one("SELECT split FROM training_splits WHERE radiograph_sha256 = ?", [sha256])
+    row = store.one("SELECT split FROM training_splits WHERE radiograph_sha256 = ?", [sha256])
     return row["split"] if row else default_split(sha256)
 
 
@@ -185,12 +185,12 @@ def set_split(store, radiograph, split: str, *, user: str) -> None:
         _event(store, EV_SPLIT, user, {"radiograph_id": rad["id"], "sha256": rad["sha256"],
                                        "split": split}, "radiographs", rad["id"])
 
-    store._transaction(write, f"set the split of radiograph {rad['id']}")
+    store.transaction(write, f"set the split of radiograph {rad['id']}")
 
 
 def _fix_split(store, sha256: str) -> str:
     """Record the default split of a radiograph the first time it gives data (inside a write)."""
-    row = store._one("SELECT split FROM training_splits WHERE radiograph_sha256 = ?", [sha256])
+    row = store.one("SELECT split FROM training_splits WHERE radiograph_sha256 = ?", [sha256])
     if row:
         return row["split"]
     split = default_split(sha256)
@@ -416,7 +416,7 @@ class _Models:
                 raise ModelFileError("no active model to locate the missed indication with")
             sha256 = active["sha256"]
         if sha256 not in self.cache:
-            row = self.store._one("SELECT path FROM models WHERE sha256 = ?", [sha256])
+            row = self.store.one("SELECT path FROM models WHERE sha256 = ?", [sha256])
             if row is None or not row["path"]:
                 raise ModelFileError(f"model {sha256[:12]}: not registered with a file path")
             self.cache[sha256] = load_model(row["path"])
@@ -505,7 +505,7 @@ def add_from_verdicts(store, *, user: str | None = None, images: dict | None = N
             _event(store, EV_ADDED, user, details, "training_entries", eid)
             return eid
 
-        report.added.append(store._transaction(write, f"add the training entry of verdict {d['id']}"))
+        report.added.append(store.transaction(write, f"add the training entry of verdict {d['id']}"))
         if progress is not None:
             progress(i + 1, len(todo))
     return report
@@ -534,13 +534,13 @@ def add_painted_mask(store, verdict_id: int, mask: np.ndarray, *, origin=(0, 0),
                                       "pixels": int(mask.sum()), "mask_id": mid}, "training_masks", mid)
         return mid
 
-    return store._transaction(write, f"store the painted mask of verdict {verdict_id}")
+    return store.transaction(write, f"store the painted mask of verdict {verdict_id}")
 
 
 def painted_mask(store, verdict_id: int, shape) -> np.ndarray | None:
     """The newest painted mask of a verdict on the full image grid, or None."""
     ensure_tables(store)
-    row = store._one("SELECT origin, data FROM training_masks WHERE verdict_id = ? "
+    row = store.one("SELECT origin, data FROM training_masks WHERE verdict_id = ? "
                      "ORDER BY id DESC LIMIT 1", [int(verdict_id)])
     if row is None:
         return None
@@ -599,7 +599,7 @@ def set_excluded(store, entry_id: int, excluded: bool, *, user: str, reason: str
 
     def write():
         _require_supervisor(store, user)
-        if store._one("SELECT id FROM training_entries WHERE id = ?", [int(entry_id)]) is None:
+        if store.one("SELECT id FROM training_entries WHERE id = ?", [int(entry_id)]) is None:
             raise ValueError(f"no training entry {entry_id}")
         xid = store.db["training_exclusions"].insert({
             "entry_id": int(entry_id), "excluded": int(bool(excluded)), "user": user,
@@ -609,7 +609,7 @@ def set_excluded(store, entry_id: int, excluded: bool, *, user: str, reason: str
                {"entry_id": int(entry_id), "reason": reason}, "training_entries", int(entry_id))
         return xid
 
-    return store._transaction(write, f"{'exclude' if excluded else 'include'} training entry {entry_id}")
+    return store.transaction(write, f"{'exclude' if excluded else 'include'} training entry {entry_id}")
 
 
 def summary(store) -> dict:

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QCoreApplication, QEvent, QPoint, QPointF, QSettings, Qt
@@ -55,10 +57,17 @@ def _send(widget, kind, pos: QPointF, button, buttons) -> None:
 
 
 def drag(widget, start: QPointF, end: QPointF, *, button=Qt.MouseButton.LeftButton,
-         steps: int = 8) -> None:
-    """Press at ``start``, move in ``steps`` to ``end``, release (widget coordinates)."""
+         steps: int = 8, pause_s: float = 0.0) -> None:
+    """Press at ``start``, move in ``steps`` to ``end``, release (widget coordinates).
+
+    ``pause_s`` between moves: pyqtgraph drops moves closer than 10 ms apart (its
+    ``mouseRateLimit``), so a test that needs every move delivered, as a hand's would be,
+    pauses a little longer.
+    """
     _send(widget, QEvent.Type.MouseButtonPress, QPointF(start), button, button)
     for t in np.linspace(0, 1, steps + 1)[1:]:
+        if pause_s:
+            time.sleep(pause_s)
         p = QPointF(start.x() + (end.x() - start.x()) * t, start.y() + (end.y() - start.y()) * t)
         _send(widget, QEvent.Type.MouseMove, p, Qt.MouseButton.NoButton, button)
         QApplication.processEvents()

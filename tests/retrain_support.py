@@ -90,7 +90,7 @@ def scan_and_review(store, weld: Weld, bundle, *, interpreter: str, fpr=None):
     from core.scanning import scan_image
 
     result = scan_image(weld.radiograph, bundle, fpr=fpr)
-    model = store._one("SELECT id FROM models WHERE sha256 = ?", [bundle.sha256])
+    model = store.one("SELECT id FROM models WHERE sha256 = ?", [bundle.sha256])
     sid = store.start_scan(radiograph_id=weld.id, model_id=model["id"], fpr=fpr, user=interpreter)
     ids = store.finish_scan(sid, result.regions, user=interpreter)
     hit = [False] * len(weld.boxes)

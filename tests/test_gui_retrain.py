@@ -70,7 +70,7 @@ def test_retrain_dialog_plots_every_loss_term_while_the_app_stays_responsive(qtb
     qtbot.waitUntil(lambda: not dialog.runner.is_running(), timeout=JOB_TIMEOUT_MS)
     assert dialog.error is None, dialog.error
     assert dialog.result is not None
-    assert dialog.history["step"] == [2, 3, 4]  # a fine-tune resumes the parent at step 1
+    assert dialog.history["step"] == [1, 2, 3]  # a fine-tune counts its own steps from 1
     for k in TERMS:
         x, y = dialog.curves[k].getData()
         assert len(x) == len(dialog.history["step"]) and np.all(np.isfinite(y))

@@ -446,3 +446,32 @@ def test_scan_regions_from_the_scanner_with_numpy_values(store):
     with pytest.raises(ValueError, match="already finished"):
         store.finish_scan(scan, [region])
     assert store.verify().ok
+
+
+def test_public_transaction_commits_with_its_audit_event_or_rolls_back_whole(store):
+    """Store.transaction and Store.one, as modules with their own tables use them."""
+    store.db.conn.execute("CREATE TABLE extra (id INTEGER PRIMARY KEY, note TEXT NOT NULL)")
+
+    def write(note):
+        eid = store.db["extra"].insert({"note": note}).last_pk
+        audit.append_event(store.db.conn, event="export", user=None, details={"note": note},
+                           entity="extra", entity_id=eid)
+        return eid
+
+    n_audit = len(store.audit_log())
+    eid = store.transaction(lambda: write("kept"), "write a note")
+    assert store.one("SELECT note FROM extra WHERE id = ?", [eid]) == {"note": "kept"}
+    assert len(store.audit_log()) == n_audit + 1
+
+    def fails():
+        write("lost")
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):  # passes through, after the rollback
+        store.transaction(fails, "write a note")
+    with pytest.raises(StoreError, match="could not write a null note"):  # an sqlite error
+        store.transaction(lambda: write(None), "write a null note")
+    assert [r["note"] for r in store.db.query("SELECT note FROM extra")] == ["kept"]
+    assert len(store.audit_log()) == n_audit + 1 and store.verify().ok
+    assert store.one("SELECT note FROM extra WHERE id = 99") is None
+    assert Store._transaction is Store.transaction and Store._one is Store.one

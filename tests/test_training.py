@@ -106,6 +106,37 @@ def test_resume_continues_steps_weights_and_optimizer(tmp_path):
     assert _weights_equal(straight.model, resumed.model, atol=1e-5)
 
 
+def test_init_weights_start_a_fine_tune_from_a_model_or_its_file(tmp_path):
+    parent = train(TrainConfig(steps=2, seed=4, out=tmp_path / "p.keras", **TINY), okay, [Squares()])
+    assert parent.metadata["training"]["init_weights"] is None
+    before = [w.copy() for w in parent.model.get_weights()]
+    # learning rate 0: the run ends with the parent's weights exactly (no bias set from a batch,
+    # nothing of the seed's own initialisation left)
+    still = train(TrainConfig(steps=2, seed=9, lr=0.0, out=tmp_path / "still.keras", **TINY), okay,
+                  [Squares()], init_weights=parent.model)
+    assert _weights_equal(parent.model, still.model)
+    assert still.metadata["training"]["init_weights"].startswith("model ")
+    # from the file, learning: steps count from 1 with a fresh optimiser; the parent is unchanged
+    steps = []
+    tuned = train(TrainConfig(steps=2, seed=9, out=tmp_path / "tuned.keras", **TINY), okay,
+                  [Squares()], init_weights=parent.path, progress=lambda p: steps.append(p["step"]))
+    assert steps == [1, 2] and tuned.metadata["training"]["steps"] == 2
+    assert parent.sha256[:12] in tuned.metadata["training"]["init_weights"]
+    assert all(np.array_equal(a, b) for a, b in zip(before, parent.model.get_weights()))
+    assert not _weights_equal(parent.model, tuned.model)
+    scratch = train(TrainConfig(steps=2, seed=9, out=tmp_path / "scratch.keras", **TINY), okay,
+                    [Squares()])
+    assert not _weights_equal(scratch.model, tuned.model, atol=1e-3)
+    # another shape, or together with resume_from: refused before training
+    with pytest.raises(ValueError, match="filters"):
+        train(TrainConfig(steps=1, out=tmp_path / "x.keras", **{**TINY, "filters": (4, 4)}), okay,
+              [Squares()], init_weights=parent.model)
+    with pytest.raises(ValueError, match="resume_from"):
+        train(TrainConfig(steps=3, out=tmp_path / "y.keras", **TINY), okay, [Squares()],
+              init_weights=parent.model, resume_from=tmp_path / "p.ckpt")
+    assert not (tmp_path / "x.keras").exists() and not (tmp_path / "y.keras").exists()
+
+
 def test_resume_without_checkpoint_fails_clearly(tmp_path):
     from core.errors import ModelFileError
 

@@ -128,7 +128,7 @@ def test_painted_defect_and_false_alarm_become_entries_with_audit(reviewed):
     assert events.count(ts.EV_ADDED) == 2 and ts.EV_MASK in events
     assert store.verify().ok
     # the radiograph's split was fixed the first time it gave data
-    assert store._one("SELECT split FROM training_splits")["split"] == defect.split
+    assert store.one("SELECT split FROM training_splits")["split"] == defect.split
 
 
 def test_only_supervisors_exclude_entries_with_a_reason(reviewed):
