@@ -334,7 +334,9 @@ def markdown(report, figures: dict) -> str:
                  "test patches (two tests combined as max(mean/T_mean, std/T_std)).",
         "fig11": "Figure 11 layout: sliding-window scan of a whole test radiograph with the SNI "
                  "model (seed 0): input, residual, flagged kernels (blue both tests, green std, "
-                 "orange mean) with the ground-truth outline in red.",
+                 "orange mean) with the ground-truth outline in red. It shows the radiograph's "
+                 "pixels, so under a research-only licence (GDXray) it is written by the command "
+                 "but must not be published or committed.",
     }
     for key, caption in captions.items():
         if figures.get(key):
