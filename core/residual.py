@@ -1,9 +1,9 @@
 """Residual image analysis of Section 3.1 (Equations 8 and 9): local 9 x 9 mean and std.
 
 A kernel (stride 1) is flagged when ``|mean|`` exceeds the mean threshold (bit 1) or the
-standard deviation exceeds the std threshold (bit 2). Both are box filters computed from
-summed-area tables in float64 (the std as ``sqrt(E[x^2] - E[x]^2)`` after subtracting the array's
-mean, so float32 residuals of a few 1e-3 keep their precision), vectorised numpy.
+standard deviation exceeds the std threshold (bit 2). Both are box filters
+(``scipy.ndimage.uniform_filter``) in float64, the std as ``sqrt(E[x^2] - E[x]^2)`` after
+subtracting the array's mean, so float32 residuals of a few 1e-3 keep their precision.
 """
 
 from __future__ import annotations
@@ -33,28 +33,32 @@ def local_mean_std(residual: np.ndarray, ks: int = KERNEL_SIZE) -> tuple[np.ndar
     """
     if ks < 1 or ks % 2 == 0:
         raise ValueError(f"kernel size must be odd and positive, got {ks}")
-    r = np.asarray(residual, dtype=np.float64)
-    if r.ndim != 2:
-        raise ValueError(f"residual must be 2-D, got shape {r.shape}")
-    rows, cols = r.shape
+    residual = np.asarray(residual)
+    if residual.ndim != 2:
+        raise ValueError(f"residual must be 2-D, got shape {residual.shape}")
+    rows, cols = residual.shape
     mean = np.full((rows, cols), np.nan, np.float32)
     std = np.full((rows, cols), np.nan, np.float32)
     if rows < ks or cols < ks:
         return mean, std
+    # one float64 working copy, updated in place (a scan calls this once per tile)
+    r = np.array(residual, dtype=np.float64)
     bad = np.isnan(r)
     has_nan = bool(bad.any())
     if has_nan:
-        r = np.where(bad, 0.0, r)
+        r[bad] = 0.0
     shift = float(r.mean())
-    r = r - shift
+    r -= shift
     h = ks // 2
     inner = (slice(h, rows - h), slice(h, cols - h))
     m = _box_mean(r, ks)[inner]
-    var = _box_mean(r * r, ks)[inner]
+    np.multiply(r, r, out=r)
+    var = _box_mean(r, ks)[inner]
     var -= m * m
     np.maximum(var, 0.0, out=var)
-    mean[inner] = m + shift
-    std[inner] = np.sqrt(var)
+    m += shift
+    mean[inner] = m
+    std[inner] = np.sqrt(var, out=var)
     if has_nan:
         touched = _box_mean(bad.astype(np.float64), ks)[inner] > 0.5 / (ks * ks)
         mean[inner][touched] = np.nan

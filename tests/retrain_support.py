@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.simulated_review import Indication, overlaps, record_scan, review
+
 FULL = 65535
 
 
@@ -58,10 +60,6 @@ def write_tiff(path, image: np.ndarray):
     return load_radiograph(path)
 
 
-def overlaps(a, b) -> bool:
-    return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
-
-
 @dataclass
 class Weld:
     radiograph: object  # core.imageio.Radiograph
@@ -85,25 +83,17 @@ def scan_and_review(store, weld: Weld, bundle, *, interpreter: str, fpr=None):
     """Scan with ``bundle``, store the regions, and give the verdicts a careful reviewer gives.
 
     Regions on a blob are confirmed defects, the other regions false alarms; blobs not flagged
-    are marked as missed indications. Returns (scan result, hit flags per blob).
+    are marked as missed indications (core.simulated_review). Returns (scan result, hit flags
+    per blob).
     """
     from core.scanning import scan_image
 
     result = scan_image(weld.radiograph, bundle, fpr=fpr)
-    model = store.one("SELECT id FROM models WHERE sha256 = ?", [bundle.sha256])
-    sid = store.start_scan(radiograph_id=weld.id, model_id=model["id"], fpr=fpr, user=interpreter)
-    ids = store.finish_scan(sid, result.regions, user=interpreter)
-    hit = [False] * len(weld.boxes)
-    for rid, region in zip(ids, result.regions):
-        on = [i for i, b in enumerate(weld.boxes) if overlaps(region.bbox, b)]
-        for i in on:
-            hit[i] = True
-        store.add_verdict(user=interpreter, verdict="defect" if on else "false_alarm", region_id=rid,
-                          iso_code="2011" if on else None)
-    for i, b in enumerate(weld.boxes):
-        if not hit[i]:
-            store.add_verdict(user=interpreter, verdict="defect", radiograph_id=weld.id, bbox=b,
-                              scan_id=sid, iso_code="2011", comment="missed by the model")
+    sid, ids = record_scan(store, weld.id, bundle, result, user=interpreter, fpr=fpr)
+    hit, _ = review(store, user=interpreter, radiograph_id=weld.id, scan_id=sid,
+                    regions=result.regions, region_ids=ids,
+                    indications=[Indication(b, "2011") for b in weld.boxes],
+                    comment="missed by the model")
     return result, hit
 
 

@@ -77,3 +77,14 @@ def test_aperture_scores_count_only_kernels_centred_in_the_weld_region():
     assert everywhere[0, 0] == pytest.approx(0.5)
     assert in_weld[0, 0] == pytest.approx(0.1)
     assert aperture_scores(residual, regions=np.zeros_like(region))[0].tolist() == [0.0, 0.0]
+
+
+def test_input_is_left_unchanged():
+    rng = np.random.default_rng(5)
+    for dtype in (np.float32, np.float64):
+        r = (0.01 * rng.standard_normal((30, 40))).astype(dtype)
+        r[3, 7] = np.nan
+        before = r.copy()
+        mean, std = local_mean_std(r)
+        np.testing.assert_array_equal(r, before)
+        assert np.isnan(mean[3, 7]) and np.isnan(std[7, 11]) and not np.isnan(mean[12, 16])

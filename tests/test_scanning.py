@@ -151,3 +151,79 @@ def test_patch_scores_flag_a_spot(model):
         assert scores[i] == pytest.approx([np.nanmax(np.abs(m)), np.nanmax(s)], rel=1e-5)
     with pytest.raises(ValueError, match="192"):
         patch_scores(rng.random((2, 100, 100), dtype=np.float32), model)
+
+
+def test_tile_statistics_equal_statistics_of_the_stitched_residual(model):
+    img = _weld((403, 611), seed=2)  # 12 tiles with edge padding on two sides
+    res = scan_image(img, _Bundle(model), thresholds=_thresholds(1.0, 1.0), tile=196)
+    ref_m, ref_s = local_mean_std(res.residual)
+    np.testing.assert_array_equal(np.isnan(res.local_mean), np.isnan(ref_m))
+    np.testing.assert_array_equal(np.isnan(res.local_std), np.isnan(ref_s))
+    np.testing.assert_allclose(res.local_mean, ref_m, rtol=0, atol=1e-7, equal_nan=True)
+    np.testing.assert_allclose(res.local_std, ref_s, rtol=0, atol=1e-7, equal_nan=True)
+
+
+def test_overlapped_and_sequential_analysis_agree(model):
+    import threading
+
+    img = _weld((403, 611), seed=4)
+    img[200:214, 300:314] -= 0.3  # something to flag
+    clean = scan_image(img, _Bundle(model), thresholds=_thresholds(1.0, 1.0), tile=196)
+    thr = _thresholds(float(np.nanpercentile(np.abs(clean.local_mean), 99.5)),
+                      float(np.nanpercentile(clean.local_std, 99.5)))
+    runs = {}
+    for overlap in (True, False):
+        seen = []
+        res = scan_image(img, _Bundle(model), thresholds=thr, tile=196, overlap=overlap,
+                         progress=lambda d, t: seen.append((d, t, threading.get_ident())))
+        assert [d for d, _, _ in seen] == list(range(1, 14)) and {t for _, t, _ in seen} == {13}
+        assert {ident for _, _, ident in seen} == {threading.get_ident()}  # caller's thread
+        runs[overlap] = res
+    a, b = runs[True], runs[False]
+    assert a.flags.any() and a.regions
+    for name in ("residual", "local_mean", "local_std", "flags"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert [r.to_dict() for r in a.regions] == [r.to_dict() for r in b.regions]
+    assert a.timings["analysis_s"] > 0 and a.timings["analysis_wait_s"] >= 0
+
+
+def test_failure_in_tile_analysis_reaches_the_caller(model, monkeypatch):
+    import core.scanning as scanning
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("analysis failed")
+
+    monkeypatch.setattr(scanning, "_analyse_tile", broken)
+    for overlap in (True, False):
+        with pytest.raises(RuntimeError, match="analysis failed"):
+            scan_image(_weld((300, 300)), _Bundle(model), thresholds=_thresholds(1.0, 1.0),
+                       tile=200, overlap=overlap)
+
+
+@pytest.mark.parametrize("filters", [None, (8, 12)])
+def test_scan_network_equals_the_keras_whole_image_model(model, filters):
+    from core.model import whole_image_model
+    from core.scanning import _RUNNERS, _plain_network, _whole_image_runner
+
+    net = model if filters is None else build_autoencoder(seed=1, filters=filters)
+    full = whole_image_model(net)
+    assert _plain_network(full) is not None  # the rewritten ops, not the fallback
+    run = _whole_image_runner(net)
+    for shape in ((196, 200), (404, 612)):  # one trace serves every tile shape
+        x = np.clip(_weld(shape, seed=5), 0, 1)[None, :, :, None]
+        got = run(x).numpy()
+        want = full(x, training=False)[0].numpy()
+        assert got.shape == want.shape == (1, shape[0] - 36, shape[1] - 36, 1)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert run.experimental_get_tracing_count() == 1
+    assert _RUNNERS[net][1] is run
+
+
+def test_unknown_layer_stack_falls_back_to_keras(model):
+    import keras
+
+    from core.scanning import _plain_network
+
+    inp = keras.Input((None, None, 1))
+    out = keras.layers.Conv2D(1, 3, padding="same", activation="tanh")(inp)
+    assert _plain_network(keras.Model(inp, [out, out])) is None
