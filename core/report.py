@@ -275,7 +275,8 @@ def _table(report, detector, sets, paper, title_sets):
            "mean and (spread) over the seeds; below each, the paper's value.\n\n" + "\n".join(lines)
 
 
-def markdown(report, figures: dict) -> str:
+def markdown(report, figures: dict, notes: str | None = None) -> str:
+    """The report's Markdown; ``notes`` (the people's reading of the numbers) closes it."""
     b = report["budget"]
     m = report["machine"]
     counts = report["patch_counts"]
@@ -368,7 +369,15 @@ def markdown(report, figures: dict) -> str:
             "- The CNN's synthetic positives (SC, SPC, SNI) are drawn afresh at every step instead of "
             "from fixed sets of 5000 (SC, SPC) and 112,000 (SNI) samples.",
             "", "All numbers: results.json; raw per-patch scores: runs/*.npz.", ""]
+    if notes:
+        out += ["## Reading these numbers", "", notes.strip(), ""]
     return "\n".join(out)
+
+
+def read_notes(out) -> str | None:
+    """``OUT/notes.md``: what the people who ran the benchmark make of it (kept across re-runs)."""
+    path = Path(out) / "notes.md"
+    return path.read_text() if path.is_file() else None
 
 
 def _pct(v):
@@ -451,7 +460,7 @@ def rerender_report(out) -> Path | None:
     figures = {k: (out / v if v else None) for k, v in report.get("figures", {}).items()}
     results.write_text(json.dumps(report, indent=1, default=_json_default))
     md = out / "report.md"
-    md.write_text(markdown(report, figures))
+    md.write_text(markdown(report, figures, read_notes(out)))
     return md
 
 
@@ -482,7 +491,7 @@ def write_report(out, report: dict, *, patch_sets=None, figure_scores=None, spli
                          for k, v in figures.items() if not k.endswith("_why")}
     (out / "results.json").write_text(json.dumps(report, indent=1, default=_json_default))
     md = out / "report.md"
-    md.write_text(markdown(report, figures))
+    md.write_text(markdown(report, figures, read_notes(out)))
     return md
 
 

@@ -111,3 +111,11 @@ def test_tiny_run_writes_report_json_and_figures(gdxray, tmp_path, capsys):
         picture = io.imread(out / "figures" / name)
         assert picture.ndim == 3 and picture.shape[0] > 100 and picture.std() > 0
         assert f"figures/{name}" in report
+    # the people's reading of the numbers is kept when the report is written again from its JSON
+    from core.report import rerender_report
+
+    (out / "notes.md").write_text("The CNN needs more steps than this budget gives.")
+    assert rerender_report(out) == out / "report.md"
+    again = (out / "report.md").read_text()
+    assert "## Reading these numbers" in again and "needs more steps" in again
+    assert "layout of the paper's Table 3" in again and "figures/fig10_roc.png" in again
