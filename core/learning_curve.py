@@ -49,13 +49,46 @@ class Recipe:
     warmup_steps: int = 50
     dropout: float = 0.0
     seed: int = 0
+    background_sigma: float | None = None
+
+    @property
+    def label(self) -> str:
+        """Short name of the recipe (one curve per label in ``learning_curve.json``)."""
+        parts = [self.training_set + ("-signed" if self.signed_sni else ""), f"dropout{self.dropout:g}"]
+        if self.background_sigma:
+            parts.append(f"background{self.background_sigma:g}")
+        if self.seed:
+            parts.append(f"seed{self.seed}")
+        return "_".join(parts)
 
     def describe(self) -> str:
         sni = " (signed)" if self.signed_sni and self.training_set == "SNI" else ""
+        norm = (f"; input normalised by background removal, sigma {self.background_sigma:g} px "
+                "(core.normalise)" if self.background_sigma else "; raw grey levels in")
         return (f"perturbations {self.training_set}{sni}, batch {self.batch} okay + {self.batch} "
                 f"perturbed, Adam lr {self.lr:g} with {self.warmup_steps} warm-up steps, dropout "
-                f"{self.dropout:g}, seed {self.seed}, core.training defaults otherwise (loss weights, "
-                "bfloat16 where the CPU has it, latent guard)")
+                f"{self.dropout:g}, seed {self.seed}{norm}, core.training defaults otherwise (loss "
+                "weights, bfloat16 where the CPU has it, latent guard)")
+
+
+def normalised_items(items, sigma: float) -> list:
+    """Copies of dataset radiographs whose ``image`` is ``core.normalise.remove_background``'s.
+
+    The weld region stays the one found on the raw radiograph.
+    """
+    import dataclasses
+
+    from core.benchmark import weld_region
+    from core.normalise import remove_background
+
+    out = []
+    for item in items:
+        copy = dataclasses.replace(item)
+        copy.__dict__["image"] = remove_background(item.image, sigma)
+        copy.__dict__["mask"] = item.mask
+        copy._weld_region = weld_region(item)
+        out.append(copy)
+    return out
 
 
 def _sources(recipe: Recipe, train_items) -> list:
@@ -132,12 +165,14 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
         raise ValueError(f"minutes must be positive and increasing, got {minutes}")
     budget_obj = BUDGETS[budget]
     out = Path(out)
-    work = out / "curve"
+    work = out / "curve" / recipe.label
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     started = time.time()
     dataset = load_dataset(data, include_unmasked=False)
+    if recipe.background_sigma:
+        dataset = normalised_items(dataset, recipe.background_sigma)
     split = make_split(dataset)
     log(f"split: train {[it.name for it in split.train]}, calibration "
         f"{[it.name for it in split.calibration]}, test {[it.name for it in split.test]}")
@@ -174,7 +209,8 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
         log(f"{m:g} min ({steps} steps): FPR test {100 * numbers['fpr_test']:.2f} %, TPR "
             + ", ".join(f"{n} {100 * v:.0f}" for n, v in numbers["tpr"].items()))
     result = {
-        "command": command, "recipe": asdict(recipe), "recipe_text": recipe.describe(),
+        "label": recipe.label, "command": command, "recipe": asdict(recipe),
+        "recipe_text": recipe.describe(),
         "budget": budget_obj.name, "machine": machine_description(), "split": split.to_dict(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "patch_counts": sets_roi.counts(), "points": points, "highpass": {}, "whole_image": None,
@@ -192,14 +228,30 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
                                  **_point(numbers)}
     result["wall_seconds"] = round(time.time() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "learning_curve.json").write_text(json.dumps(result, indent=1))
-    figure_learning_curve(out / "figures" / "learning_curve.png", result)
+    curves = [c for c in load_curves(out) if c.get("label") != recipe.label] + [result]
+    (out / "learning_curve.json").write_text(json.dumps({"curves": curves}, indent=1))
+    result["figure"] = f"figures/learning_curve_{recipe.label}.png"
+    figure_learning_curve(out / result["figure"], result)
+    (out / "learning_curve.json").write_text(json.dumps({"curves": curves}, indent=1))
     from core.report import rerender_report
 
     if rerender_report(out) is not None:
         log(f"report {out / 'report.md'} updated with the learning curve")
     log(f"learning curve written to {out / 'learning_curve.json'} after {result['wall_seconds']:.0f} s")
     return result
+
+
+def load_curves(out) -> list[dict]:
+    """The curves stored in ``OUT/learning_curve.json`` (a single early-format curve included)."""
+    path = Path(out) / "learning_curve.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    if "curves" in data:
+        return data["curves"]
+    data.setdefault("label", Recipe(**data["recipe"]).label)
+    data.setdefault("figure", "figures/learning_curve.png")
+    return [data]
 
 
 def figure_learning_curve(path, result: dict) -> Path:

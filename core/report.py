@@ -344,8 +344,8 @@ def markdown(report, figures: dict, notes: str | None = None) -> str:
             out += [f"![{key}](figures/{Path(figures[key]).name})", "", caption, ""]
         else:
             out += [f"({key}: not drawn: {figures.get(key + '_why', 'its model did not run')})", ""]
-    if report.get("learning_curve"):
-        out += learning_curve_markdown(report["learning_curve"])
+    if report.get("learning_curves"):
+        out += learning_curve_markdown(report["learning_curves"])
     out += ["## Every model", "",
             "| model | set | seed | train s | eval s | FPR calib % | FPR test % | thresholds |",
             "|---|---|---|---|---|---|---|---|"]
@@ -390,49 +390,55 @@ def _curve_row(label, point, sets, extra=()):
     return "| " + " | ".join(cells) + " |"
 
 
-def learning_curve_markdown(curve: dict) -> list[str]:
-    """Sections of the report for ``core.learning_curve`` results: the curve, the weld region's effect."""
+def learning_curve_markdown(curves: list[dict]) -> list[str]:
+    """Report sections for ``core.learning_curve`` results: each curve, the weld region's effect."""
     from core.benchmark import PAPER_TABLE3, TEST_SETS
 
-    points = curve["points"]
-    sets = [n for n in TEST_SETS if n in points[-1]["tpr"]]
-    m = curve["machine"]
-    head = "| | " + " | ".join(["FPR calib %", "FPR test %"] + sets) + " |"
-    out = ["## Learning curve: TPR at 0.1 % FPR against training time", "",
-           f"- Command: `{curve.get('command') or 'core.learning_curve.run_learning_curve(...)'}`",
-           f"- Recipe: {curve['recipe_text']}.",
-           f"- Machine: {m.get('platform')}, {m.get('cpus_usable', m.get('cpu_count'))} usable CPU "
-           f"cores, GPUs: {', '.join(m.get('gpus') or []) or 'none'}; started {curve['started']}, "
-           f"wall time {curve['wall_seconds']:.0f} s (training and evaluation).",
-           "- Same split, weld-region patch sets and calibration radiographs as the tables above "
-           f"(patch counts: {', '.join(f'{k} {v}' for k, v in curve['patch_counts'].items())}); one "
-           "model, evaluated after each training segment (minutes of training on the trainer's clock).",
-           "", head.replace("| |", "| training |", 1), "|" + "---|" * (len(sets) + 3)]
-    for p in points:
-        out.append(_curve_row(f"{p['minutes']:g} min ({p['steps']} steps)", p, sets))
-    paper = PAPER_TABLE3["SNI"]
-    out.append("| *paper, Table 3 SNI* | | | " + " | ".join(
-        f"*{paper[n][0]}*" if n in paper else "" for n in sets) + " |")
-    for sigma, entry in curve.get("highpass", {}).items():
-        out.append(_curve_row(f"reference: Gaussian high-pass sigma {sigma} px, same kernel analysis",
-                              entry["roi"], sets))
-    out += ["", "![learning curve](figures/learning_curve.png)", ""]
-    whole = curve.get("whole_image")
-    if whole:
+    out = ["## Learning curves: TPR at 0.1 % FPR against training time", "",
+           "Same split, weld-region patch sets and calibration radiographs as the tables above; one "
+           "model per recipe, evaluated after each training segment (minutes of training on the "
+           "trainer's clock, evaluation not counted).", ""]
+    for curve in curves:
+        points = curve["points"]
+        sets = [n for n in TEST_SETS if n in points[-1]["tpr"]]
+        m = curve["machine"]
+        out += [f"### {curve.get('label', 'curve')}", "",
+                f"- Command: `{curve.get('command') or 'core.learning_curve.run_learning_curve(...)'}`",
+                f"- Recipe: {curve['recipe_text']}.",
+                f"- Machine: {m.get('platform')}, {m.get('cpus_usable', m.get('cpu_count'))} usable "
+                f"CPU cores, GPUs: {', '.join(m.get('gpus') or []) or 'none'}; started "
+                f"{curve['started']}, wall time {curve['wall_seconds']:.0f} s (training and evaluation).",
+                "", "| training | FPR calib % | FPR test % | " + " | ".join(sets) + " |",
+                "|" + "---|" * (len(sets) + 3)]
+        for p in points:
+            out.append(_curve_row(f"{p['minutes']:g} min ({p['steps']} steps)", p, sets))
+        paper = PAPER_TABLE3["SNI"]
+        out.append("| *paper, Table 3 SNI* | | | " + " | ".join(
+            f"*{paper[n][0]}*" if n in paper else "" for n in sets) + " |")
+        for sigma, entry in curve.get("highpass", {}).items():
+            out.append(_curve_row(f"reference: Gaussian high-pass sigma {sigma} px, same kernel "
+                                  "analysis", entry["roi"], sets))
+        figure = curve.get("figure", "figures/learning_curve.png")
+        out += ["", f"![learning curve {curve.get('label', '')}]({figure})", ""]
+    for curve in curves:
+        whole = curve.get("whole_image")
+        if not whole:
+            continue
+        points = curve["points"]
+        sets = [n for n in TEST_SETS if n in points[-1]["tpr"]]
         out += ["## Weld region: before and after", "",
-                "The same detectors, thresholds calibrated and TPR measured on patches drawn from "
-                "whole radiographs (before: lead letters, IQI wires, film edges included, the "
-                "paper's setting) and from the weld region only, counting only kernels centred in "
-                "it (after: what `weldreview scan` does). 'FPR test' is the rate reached on okay "
-                "patches of the test radiographs, which calibration never saw.", "",
+                f"Recipe {curve.get('label', '')}. The same detectors, thresholds calibrated and TPR "
+                "measured on patches drawn from whole radiographs (before: lead letters, IQI wires, "
+                "film edges included, the paper's setting) and from the weld region only, counting "
+                "only kernels centred in it (after: what `weldreview scan` does). 'FPR test' is the "
+                "rate reached on okay patches of the test radiographs, which calibration never saw.", "",
                 "| detector | patches | thresholds mean / std | FPR calib % | FPR test % | "
                 + " | ".join(sets) + " |", "|" + "---|" * (len(sets) + 5)]
         last = points[-1]
 
         def row(label, region, point):
             t = point["thresholds"]
-            return _curve_row(label, point, sets,
-                              extra=(region, f"{t['mean']:.4f} / {t['std']:.4f}"))
+            return _curve_row(label, point, sets, extra=(region, f"{t['mean']:.4f} / {t['std']:.4f}"))
 
         name = f"OOD detector, {last['minutes']:g} min"
         out.append(row(name, "whole radiographs", whole))
@@ -442,6 +448,7 @@ def learning_curve_markdown(curve: dict) -> list[str]:
                 out.append(row(f"high-pass sigma {sigma} px", "whole radiographs", entry["whole"]))
                 out.append(row(f"high-pass sigma {sigma} px", "weld region", entry["roi"]))
         out.append("")
+        break
     return out
 
 
@@ -454,9 +461,11 @@ def rerender_report(out) -> Path | None:
     results = out / "results.json"
     if not results.is_file():
         return None
+    from core.learning_curve import load_curves
+
     report = json.loads(results.read_text())
-    curve = out / "learning_curve.json"
-    report["learning_curve"] = json.loads(curve.read_text()) if curve.is_file() else None
+    report.pop("learning_curve", None)  # an earlier single-curve layout
+    report["learning_curves"] = load_curves(out)
     figures = {k: (out / v if v else None) for k, v in report.get("figures", {}).items()}
     results.write_text(json.dumps(report, indent=1, default=_json_default))
     md = out / "report.md"
@@ -484,9 +493,9 @@ def write_report(out, report: dict, *, patch_sets=None, figure_scores=None, spli
     else:
         figures["fig11"] = None
         figures["fig11_why"] = "no OOD model trained with SNI (seed 0) in this run"
-    curve = out / "learning_curve.json"
-    if curve.is_file() and "learning_curve" not in report:
-        report["learning_curve"] = json.loads(curve.read_text())
+    from core.learning_curve import load_curves
+
+    report["learning_curves"] = load_curves(out)
     report["figures"] = {k: (str(Path(v).relative_to(out)) if v else None)
                          for k, v in figures.items() if not k.endswith("_why")}
     (out / "results.json").write_text(json.dumps(report, indent=1, default=_json_default))

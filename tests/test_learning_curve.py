@@ -52,7 +52,7 @@ def test_tiny_curve_on_two_radiographs(gdxray, tmp_path):
     rc = main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
                "--curve", "0.03,0.06", "--signed-sni"])
     assert rc == 0
-    curve = json.loads((out / "learning_curve.json").read_text())
+    curve, = json.loads((out / "learning_curve.json").read_text())["curves"]
     points = curve["points"]
     assert [p["minutes"] for p in points] == [0.03, 0.06]
     assert 1 <= points[0]["steps"] < points[1]["steps"]  # the second segment resumed the first
@@ -60,10 +60,38 @@ def test_tiny_curve_on_two_radiographs(gdxray, tmp_path):
     for p in points + [curve["whole_image"]] + [e["roi"] for e in curve["highpass"].values()]:
         assert all(0.0 <= v <= 1.0 for v in p["tpr"].values()) and "low" in p["tpr"]
         assert p["thresholds"]["fpr_target"] == 0.05
-    assert (out / "curve" / "model_0.06min.keras").is_file()
-    picture = io.imread(out / "figures" / "learning_curve.png")
+    assert curve["label"] == "SNI-signed_dropout0"
+    assert (out / "curve" / curve["label"] / "model_0.06min.keras").is_file()
+    picture = io.imread(out / curve["figure"])
     assert picture.ndim == 3 and picture.std() > 0
     assert rerender_report(out) is None  # no tables were run into this folder
-    text = "\n".join(learning_curve_markdown(curve))
+    text = "\n".join(learning_curve_markdown([curve]))
     assert "0.06 min (" in text and "paper, Table 3 SNI" in text and "high-pass sigma 2" in text
     assert "| whole radiographs |" in text and "| weld region |" in text
+
+    # a second recipe (background removal) is stored beside the first, not over it
+    rc = main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
+               "--curve", "0.03", "--background", "24"])
+    assert rc == 0
+    curves = json.loads((out / "learning_curve.json").read_text())["curves"]
+    assert [c["label"] for c in curves] == ["SNI-signed_dropout0", "SNI_dropout0_background24"]
+    assert "background removal, sigma 24 px" in curves[1]["recipe_text"]
+    assert (out / curves[1]["figure"]).is_file()
+
+
+def test_background_removal_keeps_a_small_defect_and_drops_the_film_gradient():
+    from core.normalise import remove_background
+
+    rows, cols = np.mgrid[:300, :400]
+    image = (0.2 + 0.6 * cols / 400).astype(np.float32)  # density wedge across the film
+    pore = (rows - 150) ** 2 + (cols - 200) ** 2 <= 3 ** 2
+    image[pore] -= 0.1
+    out = remove_background(image, 24)
+    assert out.dtype == np.float32
+    inner = out[60:-60, 80:-80]
+    ring = (rows - 150) ** 2 + (cols - 200) ** 2
+    around = out[(ring > 8 ** 2) & (ring < 15 ** 2)].mean()
+    assert abs(inner[~pore[60:-60, 80:-80]].mean() - 0.5) < 0.01  # the wedge is gone
+    assert around - out[pore].mean() > 0.09  # the pore keeps its contrast
+    with pytest.raises(ValueError, match="positive"):
+        remove_background(image, 0)

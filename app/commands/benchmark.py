@@ -46,6 +46,9 @@ def add_parser(subparsers) -> None:
                        help="dropout of the curve's model (default 0; the paper's 0.12 opens a gap "
                        "between training and inference, see docs/default_model.md)")
     curve.add_argument("--seed", type=int, default=0, help="seed of the curve's model (default 0)")
+    curve.add_argument("--background", type=float, default=None, metavar="SIGMA",
+                       help="normalise the input by removing the background (Gaussian of SIGMA px, "
+                       "core.normalise) before the model (default: raw grey levels, the paper's)")
     p.set_defaults(func=run)
 
 
@@ -75,12 +78,16 @@ def run_curve(args) -> int:
         print(f"weldreview benchmark: unknown --curve-set {args.curve_set!r}; choose one of "
               f"{', '.join(OOD_SETS)}", file=sys.stderr)
         return 2
+    if args.background is not None and args.background <= 0:
+        print("weldreview benchmark: --background must be a positive sigma in px", file=sys.stderr)
+        return 2
     recipe = Recipe(training_set=args.curve_set, signed_sni=args.signed_sni, dropout=args.dropout,
-                    seed=args.seed)
+                    seed=args.seed, background_sigma=args.background)
     command = " ".join(shlex.quote(a) for a in (
         "weldreview", "benchmark", "--data", str(args.data), "--out", str(args.out), "--budget",
         args.budget, "--curve", args.curve, "--curve-set", args.curve_set, "--dropout",
-        f"{args.dropout:g}", "--seed", str(args.seed)) + (("--signed-sni",) if args.signed_sni else ()))
+        f"{args.dropout:g}", "--seed", str(args.seed)) + (("--signed-sni",) if args.signed_sni else ())
+        + (("--background", f"{args.background:g}") if args.background else ()))
     run_learning_curve(args.data, args.out, minutes=minutes, recipe=recipe, budget=args.budget,
                        command=command, log=lambda line: print(line, flush=True))
     return 0
