@@ -26,3 +26,20 @@ def gdxray() -> Path:
     if not (GDXRAY / "W0001").is_dir():
         pytest.skip(f"GDXray welds not found at {GDXRAY} (the shared dataset is absent)")
     return GDXRAY
+
+
+@pytest.fixture
+def gdxray_pair(gdxray, tmp_path) -> Path:
+    """Two GDXray radiographs (W0001_0002, 0009), cropped to 1600 px wide to keep runs short, as
+    radiograph + ``<stem>_mask`` pairs in a temporary folder (never copied into the repository)."""
+    import numpy as np
+    from skimage import io
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for number in ("0002", "0009"):
+        image = io.imread(gdxray / "W0001" / f"W0001_{number}.png")[:, :1600]
+        mask = io.imread(gdxray / "W0002" / f"W0002_{number}.png")[:, :1600]
+        io.imsave(data / f"w{number}.png", image, check_contrast=False)
+        io.imsave(data / f"w{number}_mask.png", (mask > 0).astype(np.uint8) * 255, check_contrast=False)
+    return data

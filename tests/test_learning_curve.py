@@ -38,16 +38,10 @@ def test_curve_command_refuses_bad_minutes_and_sets(tmp_path, capsys):
     assert "unknown --curve-set" in capsys.readouterr().err
 
 
-def test_tiny_curve_on_two_radiographs(gdxray, tmp_path):
+def test_tiny_curve_on_two_radiographs(gdxray_pair, tmp_path):
     from skimage import io
 
-    data = tmp_path / "data"
-    data.mkdir()
-    for number in ("0002", "0009"):  # two radiographs, cropped to keep the run short
-        image = io.imread(gdxray / "W0001" / f"W0001_{number}.png")[:, :1600]
-        mask = io.imread(gdxray / "W0002" / f"W0002_{number}.png")[:, :1600]
-        io.imsave(data / f"w{number}.png", image, check_contrast=False)
-        io.imsave(data / f"w{number}_mask.png", (mask > 0).astype(np.uint8) * 255, check_contrast=False)
+    data = gdxray_pair
     out = tmp_path / "out"
     rc = main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
                "--curve", "0.03,0.06", "--signed-sni"])
