@@ -209,7 +209,8 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
     path : str or Path
         A model saved by ``core.modelfile.save_model``.
     okay_patches : ndarray of shape (N, 192, 192)
-        Held-out okay patches, float32 [0, 1] (never used in training).
+        Held-out okay patches, float32 [0, 1] (never used in training), cut from the radiographs
+        as the model sees them (``core.normalise.model_input``).
     regions : ndarray of bool, shape (N, 192, 192), optional
         The weld region over each patch; only kernels centred in it count, as in a scan with a
         weld region (``core.scanning.patch_scores``).

@@ -41,8 +41,13 @@ class SyntheticEvaluation:
 def evaluate_synthetic(bundle, *, n_radiographs: int = 4, n_okay: int = 2000, n_defect: int = 600,
                        n_anomaly: int = 100, seed: int = EVALUATION_SEEDS[0], fpr: float | None = None,
                        progress=None) -> SyntheticEvaluation:
-    """Score fresh synthetic okay/defect patches and synthetic anomalies with ``bundle``'s thresholds."""
+    """Score fresh synthetic okay/defect patches and synthetic anomalies with ``bundle``'s thresholds.
+
+    Patches are cut from ``core.normalise.model_input`` of each radiograph (the radiograph as the
+    model sees it); synthetic anomalies are pasted into those patches.
+    """
     from core.imageio import normalise
+    from core.normalise import model_input
     from core.perturbations import ANOMALY_KINDS, SyntheticAnomalies, apply_perturbation
     from core.sampler import PatchSampler
     from core.scanning import patch_scores, resolve_thresholds
@@ -52,7 +57,10 @@ def evaluate_synthetic(bundle, *, n_radiographs: int = 4, n_okay: int = 2000, n_
     images, masks, rois = [], [], []
     for i in range(n_radiographs):
         weld = generate_weld(seed + i)
-        images.append(normalise(weld.image, bits_stored=16)[0])
+        # as the model sees it (background removed where it was trained so); the weld region and
+        # defect masks are the generator's, so they are unaffected
+        raw = normalise(weld.image, bits_stored=16)[0]
+        images.append(model_input(raw, getattr(bundle, "metadata", None)))
         masks.append(weld.mask)
         rois.append(weld.haz_mask)
     sampler = PatchSampler(images, masks, rois=rois, seed=seed)

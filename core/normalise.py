@@ -36,3 +36,56 @@ def remove_background(image: np.ndarray, sigma: float) -> np.ndarray:
     image = np.asarray(image, dtype=np.float32)
     background = ndimage.gaussian_filter(image, sigma, mode="reflect", truncate=3.0)
     return (image - background + OFFSET_GREY).astype(np.float32)
+
+
+def background_sigma(metadata: dict | None) -> float | None:
+    """The background-removal sigma a model was trained with, or None when it has none.
+
+    Parameters
+    ----------
+    metadata : dict or None
+        A model's metadata (``ModelBundle.metadata``); the sigma is ``metadata["input"]
+        ["background_sigma"]``. Models without the key (the bundled default among them) take
+        the radiograph as it is.
+
+    Returns
+    -------
+    float or None
+    """
+    value = ((metadata or {}).get("input") or {}).get("background_sigma")
+    return None if value is None else float(value)
+
+
+def model_input(image: np.ndarray, metadata: dict | None) -> np.ndarray:
+    """The whole radiograph as the model described by ``metadata`` expects it.
+
+    Parameters
+    ----------
+    image : ndarray of shape (M, N), float32 in [0, 1]
+        The raw (display-normalised) radiograph.
+    metadata : dict or None
+        The model's metadata (see ``background_sigma``).
+
+    Returns
+    -------
+    ndarray
+        ``image`` itself (not a copy) for a model without background removal, else
+        ``remove_background(image, sigma)``.
+    """
+    sigma = background_sigma(metadata)
+    return image if sigma is None else remove_background(image, sigma)
+
+
+def refuse_background_model(metadata: dict | None, name: str = "the model") -> None:
+    """Raise ValueError when the model was trained with background removal.
+
+    Retraining and qualification draw patches from stored radiographs (and stored verdict
+    patches) without the normalisation, so they do not support such models yet.
+    """
+    sigma = background_sigma(metadata)
+    if sigma is not None:
+        raise ValueError(
+            f"{name} was trained with background removal (sigma {sigma:g} px): retraining and "
+            "qualification of such models are not supported yet; train with weldreview train "
+            "--background"
+        )

@@ -155,9 +155,11 @@ def qualify(store, candidate_id: int, *, reference_id: int | None = None, user: 
 
     The result is stored (``training_qualifications``) and written to the audit trail
     ("model qualified"). Without a reference (nothing active yet) the candidate passes when it
-    has been evaluated.
+    has been evaluated. ValueError for a candidate or reference trained with background removal
+    (``core.normalise``): the held-back sets are raw patches, so such models are not supported yet.
     """
     from core.modelfile import load_model
+    from core.normalise import refuse_background_model
 
     ts.ensure_tables(store)
     cand_row = store.one("SELECT * FROM models WHERE id = ?", [int(candidate_id)])
@@ -170,16 +172,22 @@ def qualify(store, candidate_id: int, *, reference_id: int | None = None, user: 
         ref_row = store.one("SELECT * FROM models WHERE id = ?", [int(reference_id)])
         if ref_row is None:
             raise ValueError(f"no model {reference_id}")
+    # the held-back sets are patches of the stored radiographs as they are: refuse a model that
+    # expects them background-removed (before any work)
+    cand = load_model(cand_row["path"])
+    refuse_background_model(cand.metadata, f"model {candidate_id} ({cand.name})")
+    ref = None
+    if ref_row is not None:
+        ref = load_model(ref_row["path"])
+        refuse_background_model(ref.metadata, f"the reference model {ref_row['id']} ({ref.name})")
     say = progress or (lambda p: None)
     say({"phase": "qualification sets"})
     sets = qualification_sets(store, n_okay=n_okay, n_synthetic=n_synthetic, images=images, seed=seed)
-    cand = load_model(cand_row["path"])
     say({"phase": "candidate"})
     c_res = evaluate(cand, sets, cancel=cancel)
     r_res, ref_sha = {}, None
     thresholds = {"candidate": cand.thresholds.to_dict()}
-    if ref_row is not None:
-        ref = load_model(ref_row["path"])
+    if ref is not None:
         ref_sha = ref.sha256
         say({"phase": "reference"})
         r_res = evaluate(ref, sets, cancel=cancel)

@@ -117,11 +117,19 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
     Returns
     -------
     RetrainResult
+
+    Raises
+    ------
+    ValueError
+        Also when the active model was trained with background removal (``core.normalise``):
+        retraining draws raw patches from the stored radiographs and verdicts, so such models
+        are not supported yet.
     """
     from core.calibration import DEFAULT_FPR, calibrate, encode_scores, min_okay_patches
     from core.loss import LossWeights
     from core.model import FILTERS
     from core.modelfile import load_model, update_metadata
+    from core.normalise import refuse_background_model
     from core.scanning import patch_scores
     from core.training import TrainConfig, train
 
@@ -132,6 +140,8 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
     parent = None
     if active is not None and active.get("path"):
         parent = load_model(active["path"])
+    if parent is not None:  # also from scratch: the new model would take the parent's place
+        refuse_background_model(parent.metadata, f"the active model {parent.name}")
     if parent is None and not from_scratch:
         raise ValueError("no active model to fine-tune; activate one or train from scratch")
     say({"phase": "training data"})

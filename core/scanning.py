@@ -33,6 +33,7 @@ import numpy as np
 from core.calibration import Thresholds, thresholds_from_metadata
 from core.errors import CalibrationError
 from core.model import APERTURE, EDGE_MARGIN, OFFSET, PATCH, STRIDE
+from core.normalise import model_input
 from core.residual import FLAG_MEAN, FLAG_STD, KERNEL_SIZE, aperture_scores, local_mean_std
 
 TILE = 1024  # default tile side (input px, multiple of STRIDE)
@@ -101,7 +102,11 @@ class ScanResult:
 
     @property
     def reconstruction(self) -> np.ndarray:
-        """The autoencoder's reconstruction on the input grid (NaN on the 18 px border)."""
+        """The autoencoder's reconstruction on the input grid (NaN on the 18 px border).
+
+        For a model with background removal (``core.normalise``) it is ``image - residual``, i.e.
+        the reconstruction of the normalised image with the removed background added back.
+        """
         return self.image - self.residual
 
     @property
@@ -322,7 +327,10 @@ def scan_image(
     image : ndarray of shape (M, N), float32 [0, 1], or a ``core.imageio.Radiograph``
         M, N >= 192.
     bundle : core.modelfile.ModelBundle
-        Its patch ``model``, ``metadata`` (thresholds, okay scores) and ``sha256`` are used.
+        Its patch ``model``, ``metadata`` (thresholds, okay scores, input normalisation) and
+        ``sha256`` are used. Tiles are cut from ``core.normalise.model_input(image, metadata)``:
+        the image itself, or its background-removed version for a model trained with
+        ``background_sigma``; ``ScanResult.image`` is the image as given either way.
     fpr : float, optional
         Operating point; thresholds for it are derived from the stored okay scores. Default: the
         calibrated thresholds.
@@ -368,6 +376,7 @@ def scan_image(
             raise ValueError(f"roi shape {roi.shape} differs from the image's {image.shape}")
     thr = thresholds if thresholds is not None else resolve_thresholds(bundle, fpr=fpr)
     run = _whole_image_runner(bundle.model)
+    source = model_input(image, getattr(bundle, "metadata", None))  # what the tiles are cut from
 
     tr, tc, row_tiles, col_tiles = tile_plan((rows, cols), tile=tile)
     total = len(row_tiles) * len(col_tiles) + 1
@@ -405,7 +414,7 @@ def scan_image(
                     raise ScanCancelled("scan cancelled")
                 chi = min(chi, cols - OFFSET)
                 t0 = time.perf_counter()
-                x = _cut(image, r0, c0, tr, tc)
+                x = _cut(source, r0, c0, tr, tc)
                 out = run(x[None, :, :, None]).numpy()[0, :, :, 0]
                 res = x[OFFSET:tr - OFFSET, OFFSET:tc - OFFSET] - out
                 t_model += time.perf_counter() - t0

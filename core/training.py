@@ -101,6 +101,12 @@ class TrainConfig:
     split_passes : bool
         Differentiate the clean and the perturbed pass one after the other and add the gradients
         (same result, about half the activation memory; see core.training_bench).
+    background_sigma : float, optional
+        The model's input is ``core.normalise.remove_background(image, sigma)`` of the whole
+        radiograph; recorded in the saved metadata (``metadata["input"]``) so that calibration
+        and scanning normalise the same way. ``train`` receives patch samplers, not images: the
+        caller gives it patches (and perturbations) cut from the normalised radiographs. None
+        (default): the radiograph as it is.
     """
 
     steps: int = 1000
@@ -122,12 +128,17 @@ class TrainConfig:
     name: str | None = None
     overwrite: bool = False
     split_passes: bool = True
+    background_sigma: float | None = None
 
     def __post_init__(self):
         if self.steps < 1 or self.batch < 1:
             raise ValueError(f"steps and batch must be >= 1, got steps={self.steps}, batch={self.batch}")
         if self.mixed_precision not in ("auto", "bfloat16", "off"):
             raise ValueError(f"mixed_precision must be 'auto', 'bfloat16' or 'off', not {self.mixed_precision!r}")
+        if self.background_sigma is not None:
+            self.background_sigma = float(self.background_sigma)
+            if not self.background_sigma > 0:
+                raise ValueError(f"background_sigma must be positive, got {self.background_sigma}")
         if self.out is not None:
             self.out = Path(self.out)
         if self.checkpoint_dir is not None:
@@ -399,6 +410,16 @@ class _Trainer:
             raise ModelFileError(
                 f"{directory}: checkpoint has filters {saved['filters']}, this run {list(self.config.filters)}"
             )
+        if saved.get("background_sigma") != self.config.background_sigma:
+            from core.errors import ModelFileError
+
+            def said(sigma):
+                return "no background removal" if sigma is None else f"background sigma {sigma:g} px"
+
+            raise ModelFileError(
+                f"{directory}: checkpoint was trained with {said(saved.get('background_sigma'))}, this "
+                f"run asks for {said(self.config.background_sigma)}; resume with the same --background"
+            )
         self.ckpt.read(str(directory / "state")).assert_existing_objects_matched()
 
 
@@ -569,7 +590,11 @@ def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=N
             "dead_latent_resets": int(trainer.resets.numpy()),
             "final_losses": {k: last.get(k) for k in (*TERMS, "total")},
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "background_sigma": config.background_sigma,
         },
     }
+    if config.background_sigma is not None:
+        metadata["input"] = {"background_sigma": config.background_sigma,
+                             "rule": "image - gaussian(image, sigma) + 0.5 (core.normalise)"}
     path = save_model(trainer.model, out, metadata=metadata, overwrite=config.overwrite)
     return load_model(path)

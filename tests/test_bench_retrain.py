@@ -47,7 +47,9 @@ def test_bench_retrain_reports_a_retraining_from_verdicts(tmp_path, capsys):
     assert out["target"]["met"] == (m["retrain_total"] <= 10.0)
     machine = out["machine"]
     assert machine["cpu_count"] == os.cpu_count() and machine["threads_requested"] == 2
-    assert machine["intra_op_threads"] >= 1 and machine["tensorflow"] == tf.__version__
+    assert machine["tensorflow"] == tf.__version__
+    # set when TensorFlow had not started yet in this process (an earlier test may have started it)
+    assert machine["intra_op_threads"] >= 1 or "left as they were" in machine["note"]
     assert out["qualification"]["sets"]["okay"] == 60
 
     new = out["new_model"]

@@ -12,7 +12,9 @@ def add_parser(subparsers) -> None:
         description="Score okay patches drawn from the weld region of held-out radiographs (never "
         "those the model was trained on) and store thresholds for the 9x9 mean and std tests in the "
         "model's metadata, chosen jointly so that at most the target fraction of okay patches is "
-        "flagged. Radiographs come from --data (defect masks keep patches clear of known defects; "
+        "flagged. Patches are cut from the radiographs as the model sees them (background removed "
+        "when it was trained with --background; weld regions are found on the raw radiograph). "
+        "Radiographs come from --data (defect masks keep patches clear of known defects; "
         "unmasked radiographs must be defect-free) and/or --synthetic N generated welds.",
     )
     p.add_argument("model", help="model file (.keras) to calibrate")
@@ -30,6 +32,8 @@ def run(args) -> int:
 
     from core.calibration import calibrate_model, expected_false_flags_per_metre, min_okay_patches
     from core.errors import CalibrationError, WeldreviewError
+    from core.modelfile import read_metadata
+    from core.normalise import model_input
     from core.sampler import PatchSampler
 
     if not args.data and not args.synthetic:
@@ -41,7 +45,9 @@ def run(args) -> int:
             f"{n} okay patches cannot support a false positive rate of {args.fpr:g}: at least "
             f"{min_okay_patches(args.fpr)} are needed (3 / fpr)"
         )
-    images, masks, rois, pixel = _held_out(args)
+    metadata = read_metadata(args.model)  # the model being calibrated: how it sees a radiograph
+    images, masks, rois, pixel = _held_out(args)  # weld regions from the raw radiographs
+    images = [model_input(image, metadata) for image in images]
     sampler = PatchSampler(images, masks, rois=rois, seed=args.seed)
     print(f"scoring {n} okay patches from {len(images)} radiographs ...", file=sys.stderr, flush=True)
     patches, regions = sampler.okay_with_roi(n)

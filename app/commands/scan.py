@@ -172,6 +172,7 @@ def _scan_stack(path: Path, bundle, thr) -> dict:
     from core.errors import ImageLoadError
     from core.imageio import normalise
     from core.model import PATCH
+    from core.normalise import background_sigma
     from core.scanning import patch_scores
 
     try:
@@ -181,6 +182,11 @@ def _scan_stack(path: Path, bundle, thr) -> dict:
     if stack.ndim != 3 or stack.shape[1:] != (PATCH, PATCH):
         raise ImageLoadError(f"{path}: expected a stack of shape (N, {PATCH}, {PATCH}), "
                              f"got {stack.shape}")
+    sigma = background_sigma(bundle.metadata)
+    if sigma is not None:  # the normalisation is of the whole radiograph, not of a patch
+        raise ImageLoadError(f"{path}: the model was trained with background removal (sigma {sigma:g} px) "
+                             "of whole radiographs; a stack of patches cannot be scored with it, scan "
+                             "the radiographs instead")
     patches, _bits = normalise(stack, name=str(path))
     scores = patch_scores(patches, bundle.model, progress=_progress_bar(path.name))
     flagged = (scores[:, 0] > thr.mean) | (scores[:, 1] > thr.std)

@@ -14,6 +14,12 @@ over 50 steps and a 30-minute budget (measured: about 24 patches/s with this pip
 cores with bfloat16, 2.7 s per step, so 700 steps take about 30 minutes; the budget stops it
 earlier on a slower machine and the model is saved as it is).
 
+``--background SIGMA`` removes the smooth background of every radiograph before patches are cut
+(image - gaussian(image, SIGMA) + 0.5, core.normalise); the model records it, and calibrate and
+scan normalise the same way. Measured on real GDXray films it lifts the detection of
+high-contrast defects at 0.1 % FPR from 45 % to 97 % (SIGMA 24 px, 5 minutes of training): without
+it the model cannot reproduce the bright weld bead and its residual measures brightness.
+
 Ctrl-C stops after the current step and writes a checkpoint; ``--resume`` continues it.
 """
 
@@ -55,6 +61,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dropout", type=float, default=None,
                    help="dropout fraction (default 0.12, the paper's); with --resume, 0 adds a final "
                         "phase without dropout, which closes the gap between training and inference")
+    p.add_argument("--background", type=float, metavar="SIGMA",
+                   help="remove the smooth background (Gaussian, SIGMA px; 24 measured) of each radiograph "
+                        "before patches are cut; the model records it and calibrate/scan do the same. "
+                        "The measured improvement on real films: 45%% -> 97%% of high-contrast defects "
+                        "found at 0.1%% FPR")
     p.add_argument("--out", metavar="FILE", help="model file to write (.keras; default: the models folder)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint of --out (<out>.ckpt)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -157,7 +168,16 @@ class ProgressBar:
 
 
 def run(args) -> int:
+    sigma = getattr(args, "background", None)
+    if sigma is not None and not sigma > 0:  # also rejects nan
+        print(f"weldreview train: --background must be a positive number of pixels, got {sigma:g}",
+              file=sys.stderr)
+        return 2
     if getattr(args, "from_verdicts", False):
+        if sigma is not None:
+            print("weldreview train: --background does not apply to --from-verdicts (retraining of "
+                  "models with background removal is not supported yet)", file=sys.stderr)
+            return 2
         from app.commands.retrain import run_from_train
 
         return run_from_train(args)
@@ -175,7 +195,12 @@ def run(args) -> int:
         print(f"weldreview train: --out must end in .keras, got {out.name}", file=sys.stderr)
         return 2
     spec = args.perturbations or "D,SNI"
+    # weld regions come from the raw radiographs (_radiographs); the model sees normalised ones
     names, images, masks, rois = _radiographs(args, args.seed)
+    if sigma is not None:
+        from core.normalise import remove_background
+
+        images = [remove_background(image, sigma) for image in images]
     from core.sampler import PatchSampler
 
     sampler = PatchSampler(images, masks, rois=rois, seed=args.seed)
@@ -186,10 +211,11 @@ def run(args) -> int:
         dropout=DROPOUT if args.dropout is None else args.dropout,
         budget_s=args.budget_min * 60 if args.budget_min else None, images=names,
         perturbations=[getattr(s, "name", type(s).__name__) for s in sources], overwrite=args.force,
-        name=out.stem,
+        name=out.stem, background_sigma=sigma,
     )
     resume = out.with_suffix(".ckpt") if args.resume else None
-    _say(args, f"training on {device_name()}: {len(images)} radiographs, perturbations {spec}, "
+    normalised = "" if sigma is None else f" (background removed, sigma {sigma:g} px)"
+    _say(args, f"training on {device_name()}: {len(images)} radiographs{normalised}, perturbations {spec}, "
                f"{config.steps} steps of {config.batch}+{config.batch} patches -> {out}")
     cancelled = {"flag": False}
 
