@@ -23,10 +23,10 @@ from core.store import Store
 REPO = Path(__file__).resolve().parent.parent
 
 WRITER = """
-import sys
+import sys, time
 sys.path.insert(0, {repo!r})
 from core.store import Store
-path, user, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, user, count, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 with Store(path) as store:
     if user not in [u.name for u in store.users()]:
         store.add_user(user, role="interpreter")
@@ -37,12 +37,14 @@ with Store(path) as store:
         vid = store.add_verdict(user=user, verdict="defect", radiograph_id=rad,
                                 bbox=(k % 400, 5, k % 400 + 9, 30), comment=f"{{user}} #{{k}}")
         print(vid, flush=True)
+        time.sleep(pause)  # a reviewer between two verdicts (0: a tight loop)
 """
 
 
-def start_writer(path, user: str, count: int) -> subprocess.Popen:
+def start_writer(path, user: str, count: int, pause_s: float = 0.0) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER.format(repo=str(REPO)), str(path), user, str(count)],
+        [sys.executable, "-c", WRITER.format(repo=str(REPO)), str(path), user, str(count),
+         str(pause_s)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -93,7 +95,9 @@ def test_sigkill_at_random_points_loses_no_acknowledged_verdict(tmp_path):
 @pytest.mark.slow
 def test_concurrent_writers_lose_nothing_and_never_report_locked(tmp_path):
     path = tmp_path / "shared.sqlite"  # created and migrated by whichever writer comes first
-    procs = {user: start_writer(path, user, 300) for user in ("ann", "bob", "cho")}
+    # 10 ms between a writer's verdicts: on a fast disk a tight loop can hold the write lock for
+    # its whole run, the others waiting (correct, but then nothing concurrent is tested)
+    procs = {user: start_writer(path, user, 300, 0.01) for user in ("ann", "bob", "cho")}
     for proc in procs.values():  # all opened (one created the schema), then all write at once
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
     for proc in procs.values():
