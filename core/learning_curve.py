@@ -229,7 +229,6 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
     result["wall_seconds"] = round(time.time() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     curves = [c for c in load_curves(out) if c.get("label") != recipe.label] + [result]
-    (out / "learning_curve.json").write_text(json.dumps({"curves": curves}, indent=1))
     result["figure"] = f"figures/learning_curve_{recipe.label}.png"
     figure_learning_curve(out / result["figure"], result)
     (out / "learning_curve.json").write_text(json.dumps({"curves": curves}, indent=1))
@@ -242,16 +241,9 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
 
 
 def load_curves(out) -> list[dict]:
-    """The curves stored in ``OUT/learning_curve.json`` (a single early-format curve included)."""
+    """The curves stored in ``OUT/learning_curve.json`` (none when there is no such file)."""
     path = Path(out) / "learning_curve.json"
-    if not path.is_file():
-        return []
-    data = json.loads(path.read_text())
-    if "curves" in data:
-        return data["curves"]
-    data.setdefault("label", Recipe(**data["recipe"]).label)
-    data.setdefault("figure", "figures/learning_curve.png")
-    return [data]
+    return json.loads(path.read_text())["curves"] if path.is_file() else []
 
 
 def figure_learning_curve(path, result: dict) -> Path:

@@ -464,7 +464,6 @@ def rerender_report(out) -> Path | None:
     from core.learning_curve import load_curves
 
     report = json.loads(results.read_text())
-    report.pop("learning_curve", None)  # an earlier single-curve layout
     report["learning_curves"] = load_curves(out)
     figures = {k: (out / v if v else None) for k, v in report.get("figures", {}).items()}
     results.write_text(json.dumps(report, indent=1, default=_json_default))
