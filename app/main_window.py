@@ -351,6 +351,7 @@ class MainWindow(QMainWindow):
         a("review.supervisor", "&Supervisor's view...", self.open_supervisor, "Ctrl+Shift+S")
         a("models.retrain", "&Retrain from verdicts...", self.open_retrain, "Ctrl+Shift+R")
         a("models.manager", "Model &versions...", self.open_model_versions, "Ctrl+Shift+M")
+        a("models.training_runs", "&Training runs...", self.open_training_runs, "Ctrl+Shift+T")
         a("view.weld_roi", "Show the &weld region outline",
           lambda on: self.set_roi_visible(on), "Alt+6", checkable=True)
         self.actions["view.weld_roi"].setChecked(True)
@@ -426,6 +427,7 @@ class MainWindow(QMainWindow):
         models.addAction(acts["file.open_model"])
         models.addAction(acts["models.retrain"])
         models.addAction(acts["models.manager"])
+        models.addAction(acts["models.training_runs"])
         help_menu = mb.addMenu("&Help")
         help_menu.addAction(acts["help.shortcuts"])
         help_menu.addAction(acts["help.about"])
@@ -1654,6 +1656,11 @@ class MainWindow(QMainWindow):
 
         open_model_manager(self)
 
+    def open_training_runs(self) -> None:
+        from app.training_runs import open_training_runs
+
+        open_training_runs(self)
+
     def enabled_actions(self) -> set[str]:
         """Ids of the actions that are enabled now."""
         self._update_actions()
@@ -1675,7 +1682,8 @@ class MainWindow(QMainWindow):
         self._close_roi_notice()
         if self.supervisor_window is not None:
             self.supervisor_window.close()
-        for window in (getattr(self, "_retrain_dialog", None), getattr(self, "_model_manager", None)):
+        for window in (getattr(self, "_retrain_dialog", None), getattr(self, "_model_manager", None),
+                       getattr(self, "_training_runs", None)):  # training runs go on without it
             if window is not None:
                 window.close()
         self._jobs.clear()

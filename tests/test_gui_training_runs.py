@@ -1,0 +1,186 @@
+"""The Training runs window (Models > Training runs), driven offscreen like a user would, with
+real training processes: a tiny run started from the form, its model used once calibrated; a long
+run stopped, shown stopped with Resume enabled, resumed; the window closed while a run goes on.
+
+Every training process a test starts is killed at its end (fixture ``window``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialogButtonBox
+
+from gui_support import no_thread_leak, qsettings  # noqa: F401
+
+RUN_TIMEOUT_MS = 180_000
+LONG = {"synthetic": 1, "steps": 100_000, "batch": 2, "seed": 0}
+
+
+@pytest.fixture
+def window(qtbot, qsettings, tmp_path):  # noqa: F811
+    from app.main_window import MainWindow
+    from core import training_runs as tr
+    from core.store import Store
+
+    store = Store(tmp_path / "review.sqlite")
+    store.add_user("ina", role="interpreter")
+    before = set(tr._children)
+    w = MainWindow(store=store, user="ina", settings=qsettings, model_path=tmp_path / "none.keras")
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    for pid in set(tr._children) - before:  # no training process outlives its test
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        tr._children.pop(pid).wait(timeout=30)
+    w.close()
+    store.close()
+
+
+def click(qtbot, button) -> None:
+    assert button.isEnabled(), button.text()
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def row_text(dialog, name: str, column: str) -> str:
+    from app.training_runs import COLUMNS
+
+    names = [r.name for r in dialog.runs]
+    return dialog.table.item(names.index(name), COLUMNS.index(column)).text()
+
+
+def state_of(dialog, name: str) -> str | None:
+    run = dialog.run_named(name)
+    return None if run is None else run.state
+
+
+def open_from_menu(w):
+    menu = next(a.menu() for a in w.menuBar().actions() if a.text() == "&Models")
+    action = next(a for a in menu.actions() if a.text() == "&Training runs...")
+    assert action is w.actions["models.training_runs"] and action.shortcut().toString() == "Ctrl+Shift+T"
+    action.trigger()
+    return w._training_runs
+
+
+def test_a_run_from_the_form_finishes_and_its_calibrated_model_is_used(qtbot, window, tmp_path):
+    from core.calibration import calibrate_model
+
+    w = window
+    dialog = open_from_menu(w)
+    assert dialog.isVisible() and not dialog.isModal()
+    assert dialog.folder == tmp_path / "training"  # beside the review database
+    assert "does not stop it" in dialog.note.text()
+    click(qtbot, dialog.new_button)
+    form = dialog.form
+    assert form.isVisible()
+    assert form.perturbations.text() == "D,SNI" and form.budget.value() == 60.0
+    assert not form.background.isChecked()  # synthetic welds have no background to remove
+    form.name.setText("tiny run")
+    form.data.setText(str(tmp_path / "no such folder"))
+    assert form.background.isChecked() and form.sigma.value() == 24.0  # real films: on
+    ok = form.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    click(qtbot, ok)
+    assert form.isVisible() and "no such folder" in form.error.text()
+    form.data.setText("")
+    assert not form.background.isChecked()
+    click(qtbot, ok)
+    assert form.isVisible() and "synthetic welds" in form.error.text()
+    form.synthetic.setValue(1)
+    form.steps.setValue(4)
+    form.batch.setValue(2)
+    click(qtbot, ok)
+    assert not form.isVisible()
+
+    qtbot.waitUntil(lambda: dialog.runs and dialog.runs[0].name == "tiny-run", timeout=5000)
+    assert row_text(dialog, "tiny-run", "Started by") == "ina"
+    qtbot.waitUntil(lambda: state_of(dialog, "tiny-run") in ("finished", "failed", "interrupted"),
+                    timeout=RUN_TIMEOUT_MS)
+    run = dialog.run_named("tiny-run")
+    assert run.state == "finished", run.status
+    assert run.request["options"]["background"] is None
+    assert row_text(dialog, "tiny-run", "State") == "finished"
+    assert row_text(dialog, "tiny-run", "Step") == "4/4"
+    assert dialog.table.cellWidget(0, 2).value() == 1000
+    assert dialog.selected_run().name == "tiny-run"  # selected when started
+    assert not dialog.stop_button.isEnabled() and not dialog.resume_button.isEnabled()
+    click(qtbot, dialog.log_button)
+    assert "wrote " in dialog.details.toPlainText()  # the run's own output
+
+    # a fresh model has no thresholds: not handed over, the user is told to calibrate it
+    click(qtbot, dialog.use_button)
+    assert w.model_path == tmp_path / "none.keras"
+    assert "not calibrated" in dialog.messages[-1] and "weldreview calibrate" in dialog.messages[-1]
+    assert dialog.last_message_box.isVisible()
+    dialog.last_message_box.close()
+    # calibrated (as `weldreview calibrate` does), it is used like File > Use model
+    rng = np.random.default_rng(0)
+    calibrate_model(run.model, (0.5 + 0.02 * rng.standard_normal((30, 192, 192))).astype(np.float32),
+                    fpr=0.1)
+    click(qtbot, dialog.use_button)
+    assert w.model_path == run.model
+    qtbot.waitUntil(lambda: w.bundle is not None or w.model_error is not None, timeout=60_000)
+    assert w.model_error is None and w.bundle.path == run.model
+    assert w.bundle.sha256 in {m["sha256"] for m in w.store.models()}  # registered as opened
+
+
+def test_stop_shows_stopped_with_resume_and_closing_the_window_never_stops_a_run(qtbot, window):
+    w = window
+    dialog = open_from_menu(w)
+    folder = dialog.start_run("overnight", LONG)
+    assert folder is not None and dialog.selected_run().name == "overnight"
+    qtbot.waitUntil(lambda: state_of(dialog, "overnight") not in ("starting", "running") or
+                    dialog.run_named("overnight").status.get("step", 0) >= 1, timeout=RUN_TIMEOUT_MS)
+    assert state_of(dialog, "overnight") == "running"
+    # closing the window leaves the run going; opening it again shows it
+    dialog.close()
+    assert not dialog.timer.isActive()
+    step = dialog.run_named("overnight").status["step"]
+    qtbot.wait(2500)  # the status is written every 2 s
+    again = open_from_menu(w)
+    assert again is dialog and dialog.timer.isActive()
+    assert state_of(dialog, "overnight") == "running" and dialog.runs[0].status["step"] > step
+    assert row_text(dialog, "overnight", "Time left") != "-"
+
+    click(qtbot, dialog.stop_button)
+    assert row_text(dialog, "overnight", "State") == "stopping..."
+    assert not dialog.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: state_of(dialog, "overnight") != "running", timeout=RUN_TIMEOUT_MS)
+    assert state_of(dialog, "overnight") == "stopped", dialog.run_named("overnight").status
+    assert row_text(dialog, "overnight", "State") == "stopped"
+    assert dialog.resume_button.isEnabled() and not dialog.use_button.isEnabled()
+    assert "stopped at step" in dialog.details.toPlainText()
+
+    click(qtbot, dialog.resume_button)
+    assert row_text(dialog, "overnight", "State") == "starting..."
+    assert dialog.stop_button.isEnabled() and not dialog.resume_button.isEnabled()
+
+
+def test_failures_are_messages_not_tracebacks(qtbot, window, monkeypatch):
+    from core import training_runs as tr
+
+    dialog = open_from_menu(window)
+
+    def broken(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "log.txt")
+
+    monkeypatch.setattr(tr, "launch", broken)
+    assert dialog.start_run("cannot", {"synthetic": 1}) is None
+    assert dialog.messages[-1].startswith("Could not start the training run 'cannot': ")
+    assert "Permission denied" in dialog.messages[-1]
+    assert not (dialog.folder / "cannot").exists() and dialog.runs == []
+    dialog.last_message_box.close()
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(dialog.folder))
+
+    monkeypatch.setattr(tr, "list_runs", unreadable)
+    dialog.refresh()
+    assert dialog.status.text().startswith("Cannot read the training runs in ")
