@@ -19,7 +19,8 @@ Protocol
    (``core.cnn``) trained on D, D + SC, D + SC + SPC and D + SNI (positives: real defect patches, and
    okay patches with the synthetic circular indication, partial circle, or SNI inserted).
 4. Scores and operating point: OOD detector per patch ``(max |local mean|, max local std)`` of the
-   9 x 9 kernels over the aperture (``core.scanning.patch_scores``), thresholds from
+   9 x 9 kernels over the aperture (``core.scanning.patch_scores``; in the weld region two pairs,
+   its interior and its 32 px edge band, ``core.residual.edge_band``), thresholds from
    ``core.calibration.calibrate`` on the calibration okay patches (never test patches); CNN: its
    output thresholded at the same FPR on the same calibration okay patches (computed on the logit,
    which orders patches like the sigmoid but does not saturate to 1.0 in float32).
@@ -43,7 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from core.contrast import GRADE_THRESHOLDS, GRADES, grade_patches
-from core.metrics import combined_score, mean_spread, rate_above, roc_curve, auc, threshold_at_fpr
+from core.residual import EDGE_BAND_PX
+from core.metrics import mean_spread, rate_above, roc_curve, auc, threshold_at_fpr
 
 OOD_SETS = ("None", "D", "SNI")
 CNN_SETS = ("D", "D+SC", "D+SC+SPC", "D+SNI")
@@ -62,7 +64,7 @@ TEST_SET_TITLES = {
 GDXRAY_TEST = ("W0001_0002", "W0001_0003")
 GDXRAY_CALIBRATION = ("W0001_0004", "W0001_0009")
 DATA_SEED = 20220  # seeds the patch sets (independent of the model seeds)
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the weld region's edge band has its own thresholds (core.residual.edge_band)
 
 # The paper's numbers (Tables 2 and 3): mean, spread in percent.
 PAPER_TABLE2 = {
@@ -376,8 +378,11 @@ def _split_scores(score, patch_sets: PatchSets, *, with_regions: bool = False) -
     return {name: values[a:b] for name, a, b in zip(named, bounds[:-1], bounds[1:])}
 
 
-def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float):
+def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px: int = EDGE_BAND_PX):
     """Score every set with the OOD detector and apply thresholds calibrated on training-side data.
+
+    With weld regions the region's edge band (``edge_band_px`` wide, 0 for none) has its own
+    pair of thresholds, as a scan has (``core.calibration``).
 
     Returns
     -------
@@ -388,11 +393,16 @@ def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float):
     """
     from core.scanning import patch_scores
 
-    return evaluate_residual_scores(lambda x, r: patch_scores(x, model, regions=r), patch_sets, fpr=fpr)
+    return evaluate_residual_scores(
+        lambda x, r: patch_scores(x, model, regions=r, edge_band_px=edge_band_px), patch_sets, fpr=fpr,
+        edge_band_px=edge_band_px)
 
 
-def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float):
-    """:func:`evaluate_ood` for any ``score(patches, regions) -> (N, 2)`` of the two residual tests.
+def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_band_px: int = 0):
+    """:func:`evaluate_ood` for any ``score(patches, regions) -> (N, 2) or (N, 4)`` of the residual tests.
+
+    Four columns: interior and edge band of the weld region, ``edge_band_px`` wide (recorded with
+    the thresholds).
 
     ``regions`` is None when the patch sets have none. Used for the OOD detector and for reference
     detectors (a high-pass filter in place of the autoencoder, ``core.learning_curve``).
@@ -402,18 +412,13 @@ def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float):
     regions = patch_sets.regions or {}
     scores = {"calibration_okay": score(patch_sets.calibration_okay, regions.get("calibration_okay"))}
     scores.update(_split_scores(score, patch_sets, with_regions=True))
-    thr = calibrate(scores["calibration_okay"], fpr=fpr)
-    pair = (thr.mean, thr.std)
-
-    def flagged(s):
-        return (s[:, 0] > thr.mean) | (s[:, 1] > thr.std)
-
-    okay_combined = combined_score(scores["test_okay"], pair)
+    thr = calibrate(scores["calibration_okay"], fpr=fpr, edge_band_px=edge_band_px)
+    okay_combined = thr.combined(scores["test_okay"])
     numbers = {"thresholds": thr.to_dict(), "fpr_calibration": float(thr.fpr_achieved),
-               "fpr_test": float(np.mean(flagged(scores["test_okay"]))), "tpr": {}, "auc": {}}
+               "fpr_test": float(np.mean(thr.flagged(scores["test_okay"]))), "tpr": {}, "auc": {}}
     for name in patch_sets.test_sets():
-        numbers["tpr"][name] = float(np.mean(flagged(scores[name])))
-        f, t, _ = roc_curve(okay_combined, combined_score(scores[name], pair))
+        numbers["tpr"][name] = float(np.mean(thr.flagged(scores[name])))
+        f, t, _ = roc_curve(okay_combined, thr.combined(scores[name]))
         numbers["auc"][name] = auc(f, t)
     return numbers, scores
 

@@ -14,6 +14,13 @@ Calibration is refused (CalibrationError) when there are fewer than ``ceil(3 / f
 with fewer, even zero false positives cannot show the FPR is below the target (the "rule of
 three": zero events in n trials bound the rate by about 3/n at 95 % confidence).
 
+Edge band. With a weld region the scores have four columns: the pair over the region's interior
+and the pair over its edge band (``core.residual.edge_band``, ``EDGE_BAND_PX`` wide), and the rule
+above runs over the four columns at once: the k-th smallest of each, the smallest k whose joint
+FPR (a patch fails when any of the four tests fails) meets the target. The band, where the bead's
+flanks leave larger residuals on every radiograph, so gets its own, higher thresholds instead of
+setting the interior's. A scan without a weld region uses the larger of each pair everywhere.
+
 The okay scores are stored with the thresholds (float32, base64) so thresholds for another FPR
 can be derived without running the model again (``thresholds_from_metadata``).
 """
@@ -28,6 +35,7 @@ import numpy as np
 
 from core.errors import CalibrationError
 from core.model import APERTURE
+from core.residual import EDGE_BAND_PX
 
 DEFAULT_FPR = 0.001
 CONFIDENCE = 0.95
@@ -49,6 +57,10 @@ class Thresholds:
         Patch-level FPR on those patches.
     fpr_ci : tuple of float
         Two-sided 95 % Clopper-Pearson interval of the FPR.
+    edge_mean, edge_std : float or None
+        Thresholds of the weld region's edge band (None: one pair for the whole region).
+    edge_band_px : int
+        Width of that band (0 without one).
     """
 
     mean: float
@@ -57,19 +69,61 @@ class Thresholds:
     n_okay: int
     fpr_achieved: float
     fpr_ci: tuple[float, float]
+    edge_mean: float | None = None
+    edge_std: float | None = None
+    edge_band_px: int = 0
+
+    @property
+    def has_edge_band(self) -> bool:
+        return self.edge_band_px > 0 and self.edge_mean is not None and self.edge_std is not None
+
+    @property
+    def whole(self) -> tuple[float, float]:
+        """The pair used where no weld region splits interior and band: the larger of each."""
+        if not self.has_edge_band:
+            return self.mean, self.std
+        return max(self.mean, self.edge_mean), max(self.std, self.edge_std)
+
+    def columns(self, n: int) -> np.ndarray:
+        """Thresholds matching score columns: 2 (whole aperture) or 4 (interior, edge band)."""
+        if n == 4:
+            edge = (self.edge_mean, self.edge_std) if self.has_edge_band else (self.mean, self.std)
+            return np.array([self.mean, self.std, *edge], np.float64)
+        if n == 2:
+            return np.array(self.whole, np.float64)
+        raise ValueError(f"scores must have 2 or 4 columns, got {n}")
+
+    def flagged(self, scores) -> np.ndarray:
+        """Which patches fail any test: scores (N, 2) or (N, 4) as ``patch_scores`` gives them."""
+        s = np.asarray(scores, dtype=np.float64)
+        return (s > self.columns(s.shape[1])).any(axis=1)
+
+    def combined(self, scores) -> np.ndarray:
+        """One score per patch, ``max`` over the columns of score / threshold (> 1: flagged)."""
+        s = np.asarray(scores, dtype=np.float64)
+        t = self.columns(s.shape[1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(t > 0, s / np.where(t > 0, t, 1.0), np.inf * (s > 0)).max(axis=1)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["fpr_ci"] = [float(v) for v in self.fpr_ci]
         d["rule"] = "joint common quantile; Clopper-Pearson 95%"
+        if not self.has_edge_band:
+            for key in ("edge_mean", "edge_std", "edge_band_px"):
+                d.pop(key)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Thresholds:
+        edge = d.get("edge_mean") is not None and d.get("edge_std") is not None
         return cls(
             mean=float(d["mean"]), std=float(d["std"]), fpr_target=float(d["fpr_target"]),
             n_okay=int(d["n_okay"]), fpr_achieved=float(d["fpr_achieved"]),
             fpr_ci=tuple(float(v) for v in d["fpr_ci"]),
+            edge_mean=float(d["edge_mean"]) if edge else None,
+            edge_std=float(d["edge_std"]) if edge else None,
+            edge_band_px=int(d.get("edge_band_px", 0)) if edge else 0,
         )
 
 
@@ -79,15 +133,18 @@ def min_okay_patches(fpr: float) -> int:
     return math.ceil(3.0 / fpr - 1e-9)
 
 
-def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR) -> Thresholds:
-    """Choose the two thresholds jointly so the okay patches' FPR is at most ``fpr``.
+def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px: int = 0) -> Thresholds:
+    """Choose the thresholds jointly so the okay patches' FPR is at most ``fpr``.
 
     Parameters
     ----------
-    okay_scores : ndarray of shape (N, 2)
-        Per okay patch: max ``|local mean|``, max local std over its aperture.
+    okay_scores : ndarray of shape (N, 2) or (N, 4)
+        Per okay patch: max ``|local mean|``, max local std over its aperture; with four columns
+        the pair over the weld region's interior, then over its edge band.
     fpr : float
         Target patch-level false positive rate, in (0, 1).
+    edge_band_px : int
+        The band's width, recorded with four-column scores (``core.residual.EDGE_BAND_PX``).
 
     Raises
     ------
@@ -96,8 +153,8 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR) -> Threshold
     """
     _check_fpr(fpr)
     s = np.asarray(okay_scores, dtype=np.float64)
-    if s.ndim != 2 or s.shape[1] != 2:
-        raise CalibrationError(f"okay scores must have shape (N, 2), got {s.shape}")
+    if s.ndim != 2 or s.shape[1] not in (2, 4):
+        raise CalibrationError(f"okay scores must have shape (N, 2) or (N, 4), got {s.shape}")
     n = s.shape[0]
     need = min_okay_patches(fpr)
     if n < need:
@@ -107,12 +164,11 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR) -> Threshold
         )
     if not np.isfinite(s).all():
         raise CalibrationError("okay scores hold NaN or Inf values")
-    a = np.sort(s[:, 0])
-    b = np.sort(s[:, 1])
+    ordered = np.sort(s, axis=0)
     allowed = math.floor(fpr * n + 1e-9)
 
     def false_positives(k: int) -> int:
-        return int(np.count_nonzero((s[:, 0] > a[k]) | (s[:, 1] > b[k])))
+        return int(np.count_nonzero((s > ordered[k]).any(axis=1)))
 
     lo, hi = 0, n - 1  # false_positives(n - 1) == 0 <= allowed
     while lo < hi:
@@ -122,10 +178,24 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR) -> Threshold
         else:
             lo = mid + 1
     fp = false_positives(lo)
+    t = ordered[lo]
+    edge = {}
+    if s.shape[1] == 4:
+        edge = {"edge_mean": float(t[2]), "edge_std": float(t[3]),
+                "edge_band_px": int(edge_band_px) if edge_band_px > 0 else EDGE_BAND_PX}
     return Thresholds(
-        mean=float(a[lo]), std=float(b[lo]), fpr_target=float(fpr), n_okay=int(n),
-        fpr_achieved=fp / n, fpr_ci=clopper_pearson(fp, n),
+        mean=float(t[0]), std=float(t[1]), fpr_target=float(fpr), n_okay=int(n),
+        fpr_achieved=fp / n, fpr_ci=clopper_pearson(fp, n), **edge,
     )
+
+
+def describe(thr: Thresholds) -> str:
+    """The thresholds in one line for people: ``|mean| > a or std > b`` (and the edge band's)."""
+    text = f"|mean| > {thr.mean:.5f} or std > {thr.std:.5f}"
+    if thr.has_edge_band:
+        text += (f" inside the weld region; |mean| > {thr.edge_mean:.5f} or std > {thr.edge_std:.5f} "
+                 f"in its {thr.edge_band_px} px edge band")
+    return text
 
 
 def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -197,11 +267,12 @@ def thresholds_from_metadata(metadata: dict, *, fpr: float | None = None) -> Thr
             f"the model stores no okay scores, so thresholds for FPR {fpr:g} cannot be derived; "
             "calibrate it again"
         )
-    return calibrate(decode_scores(metadata["okay_scores"]), fpr=fpr or DEFAULT_FPR)
+    band = int((stored or {}).get("edge_band_px", 0))
+    return calibrate(decode_scores(metadata["okay_scores"]), fpr=fpr or DEFAULT_FPR, edge_band_px=band)
 
 
 def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR, regions=None,
-                    progress=None, cancel=None) -> Thresholds:
+                    edge_band_px: int = EDGE_BAND_PX, progress=None, cancel=None) -> Thresholds:
     """Score held-out okay patches with the model at ``path`` and store the thresholds.
 
     Parameters
@@ -213,7 +284,10 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
         as the model sees them (``core.normalise.model_input``).
     regions : ndarray of bool, shape (N, 192, 192), optional
         The weld region over each patch; only kernels centred in it count, as in a scan with a
-        weld region (``core.scanning.patch_scores``).
+        weld region (``core.scanning.patch_scores``), and the region's edge band
+        (``edge_band_px`` wide) gets its own pair of thresholds.
+    edge_band_px : int
+        0 calibrates one pair for the whole region.
 
     Returns
     -------
@@ -230,8 +304,10 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
             f"at least {need} are needed (3 / fpr); add okay patches or raise the target"
         )
     bundle = load_model(path)
-    scores = patch_scores(okay_patches, bundle.model, regions=regions, progress=progress, cancel=cancel)
-    thr = calibrate(scores, fpr=fpr)
+    band = edge_band_px if regions is not None else 0
+    scores = patch_scores(okay_patches, bundle.model, regions=regions, edge_band_px=band,
+                          progress=progress, cancel=cancel)
+    thr = calibrate(scores, fpr=fpr, edge_band_px=band)
     update_metadata(path, thresholds=thr.to_dict(), okay_scores=encode_scores(scores))
     return thr
 

@@ -122,7 +122,7 @@ def evaluate(model_bundle, sets: dict[str, np.ndarray], thresholds=None, *, canc
             out[name] = asdict(_rate(name, np.zeros(0, bool)))
             continue
         s = patch_scores(patches, model_bundle.model, cancel=cancel)
-        flagged = (s[:, 0] > thr.mean) | (s[:, 1] > thr.std)
+        flagged = thr.flagged(s)
         out[name] = asdict(_rate(name, flagged))
     return out
 

@@ -138,7 +138,8 @@ def figure_roc(path, report, figure_scores) -> Path | None:
     The detector's two tests are combined into ``max(mean / T_mean, std / T_std)`` with each
     model's calibrated thresholds, so the curves pass through the calibrated operating point.
     """
-    from core.metrics import combined_score, roc_curve
+    from core.calibration import Thresholds
+    from core.metrics import roc_curve
 
     keys = sorted(k for k in figure_scores if k.startswith("ood_SNI_seed"))
     if not keys:
@@ -150,13 +151,12 @@ def figure_roc(path, report, figure_scores) -> Path | None:
               Plot(img, (620, 50, 1070, 420), xlim=(1e-4, 1), ylim=(0, 1), xlog=True,
                    title="(b) the same, log FPR", xlabel="false positive rate (log)")]
     for key in keys:
-        thr = _thresholds(report, key)
+        thr = Thresholds.from_dict(_thresholds(report, key))
         scores = figure_scores[key]
-        pair = (thr["mean"], thr["std"])
-        okay = combined_score(scores["test_okay"], pair)
+        okay = thr.combined(scores["test_okay"])
         for grade in GRADES:
             if grade in scores and len(scores[grade]):
-                f, t, _ = roc_curve(okay, combined_score(scores[grade], pair))
+                f, t, _ = roc_curve(okay, thr.combined(scores[grade]))
                 for p in panels:
                     p.line(f, t, SET_COLOURS[grade])
     for p in panels:

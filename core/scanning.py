@@ -34,7 +34,7 @@ from core.calibration import Thresholds, thresholds_from_metadata
 from core.errors import CalibrationError
 from core.model import APERTURE, EDGE_MARGIN, OFFSET, PATCH, STRIDE
 from core.normalise import model_input
-from core.residual import FLAG_MEAN, FLAG_STD, KERNEL_SIZE, aperture_scores, local_mean_std
+from core.residual import FLAG_MEAN, FLAG_STD, KERNEL_SIZE, aperture_scores, edge_band, local_mean_std
 
 TILE = 1024  # default tile side (input px, multiple of STRIDE)
 HALO = OFFSET + EDGE_MARGIN + KERNEL_SIZE // 2  # 26: px discarded at each interior tile side
@@ -375,6 +375,7 @@ def scan_image(
         if roi.shape != image.shape:
             raise ValueError(f"roi shape {roi.shape} differs from the image's {image.shape}")
     thr = thresholds if thresholds is not None else resolve_thresholds(bundle, fpr=fpr)
+    zones = _zones(thr, roi)
     run = _whole_image_runner(bundle.model)
     source = model_input(image, getattr(bundle, "metadata", None))  # what the tiles are cut from
 
@@ -390,7 +391,7 @@ def scan_image(
 
     def analyse(res, ro, co, keep):
         t0 = time.perf_counter()
-        _analyse_tile(res, ro, co, keep, (rows, cols), thr, maps)
+        _analyse_tile(res, ro, co, keep, (rows, cols), thr, maps, zones)
         return time.perf_counter() - t0
 
     def finish(job):  # wait for a tile's analysis, then report it
@@ -435,9 +436,9 @@ def scan_image(
     if roi is not None:
         outside_flags = np.where(roi, 0, flags).astype(np.uint8)
         flags[~roi] = 0
-        outside = find_regions(outside_flags, lmean, lstd, thr, pixel_size_um=pixel_size_um)
+        outside = find_regions(outside_flags, lmean, lstd, thr, pixel_size_um=pixel_size_um, zones=zones)
         del outside_flags
-    regions = find_regions(flags, lmean, lstd, thr, pixel_size_um=pixel_size_um)
+    regions = find_regions(flags, lmean, lstd, thr, pixel_size_um=pixel_size_um, zones=zones)
     t3 = time.perf_counter()
     if progress is not None:
         progress(total, total)
@@ -452,7 +453,29 @@ def scan_image(
     )
 
 
-def _analyse_tile(res, ro, co, keep, shape, thr, maps) -> None:
+def _zones(thr: Thresholds, roi):
+    """``(roi, edge band)`` when the thresholds have an edge pair and a weld region is given, else None."""
+    if roi is None or not thr.has_edge_band:
+        return None
+    return roi, edge_band(roi, thr.edge_band_px)
+
+
+def threshold_maps(thr: Thresholds, zones, where) -> tuple:
+    """Mean and std thresholds at ``where`` (an index into the image): scalars or arrays.
+
+    Inside the weld region's interior the interior pair, in its edge band the band's pair, and
+    outside the region (or everywhere without zones) the larger of each (``Thresholds.whole``).
+    """
+    if zones is None:
+        return thr.whole
+    roi, edges = zones[0][where], zones[1][where]
+    whole = thr.whole
+    t_mean = np.where(edges, thr.edge_mean, np.where(roi, thr.mean, whole[0]))
+    t_std = np.where(edges, thr.edge_std, np.where(roi, thr.std, whole[1]))
+    return t_mean, t_std
+
+
+def _analyse_tile(res, ro, co, keep, shape, thr, maps, zones=None) -> None:
     """Local statistics and flags of one tile, written into the kept part of the maps.
 
     ``res`` is the tile's residual (tile output grid: index = input index - ``(ro, co)``);
@@ -480,9 +503,10 @@ def _analyse_tile(res, ro, co, keep, shape, thr, maps) -> None:
     resid[dst] = res[rlo - ro:rhi - ro, clo - co:chi - co]
     lmean[dst] = m[src]
     lstd[dst] = s[src]
+    t_mean, t_std = threshold_maps(thr, zones, dst)
     with np.errstate(invalid="ignore"):
-        flags[dst] = (np.abs(m[src]) > thr.mean) * np.uint8(FLAG_MEAN) | (
-            s[src] > thr.std
+        flags[dst] = (np.abs(m[src]) > t_mean) * np.uint8(FLAG_MEAN) | (
+            s[src] > t_std
         ) * np.uint8(FLAG_STD)
 
 
@@ -495,8 +519,12 @@ def _cut(image: np.ndarray, r0: int, c0: int, tr: int, tc: int) -> np.ndarray:
 
 
 def find_regions(flags: np.ndarray, local_mean: np.ndarray, local_std: np.ndarray,
-                 thresholds: Thresholds, *, pixel_size_um: float | None = None) -> list[Region]:
+                 thresholds: Thresholds, *, pixel_size_um: float | None = None,
+                 zones=None) -> list[Region]:
     """Connected flagged kernels (8-connectivity) as Regions, by decreasing severity.
+
+    Ratios are to each kernel's own thresholds (``threshold_maps``: ``zones`` is ``(roi, edge
+    band)`` when the weld region's edge band has its own pair).
 
     Rows without flags split the image into bands labelled one at a time, so memory follows the
     flagged bands rather than the image.
@@ -520,10 +548,14 @@ def find_regions(flags: np.ndarray, local_mean: np.ndarray, local_std: np.ndarra
             glob = (slice(sl[0].start + b0, sl[0].stop + b0), slice(sl[1].start + c0, sl[1].stop + c0))
             bits = np.bitwise_or.reduce(band[sl][mask])
             means = local_mean[glob][mask]
+            stds = local_std[glob][mask]
             peak_mean = float(means[np.argmax(np.abs(means))])
-            peak_std = float(local_std[glob][mask].max())
-            mr = abs(peak_mean) / thresholds.mean if thresholds.mean > 0 else float("inf")
-            sr = peak_std / thresholds.std if thresholds.std > 0 else float("inf")
+            peak_std = float(stds.max())
+            t_mean, t_std = threshold_maps(thresholds, zones, glob)
+            if zones is not None:
+                t_mean, t_std = t_mean[mask], t_std[mask]
+            mr = _ratio(np.abs(means), t_mean)
+            sr = _ratio(stds, t_std)
             bbox = (glob[0].start, glob[1].start, glob[0].stop, glob[1].stop)
             size = None
             if pixel_size_um:
@@ -541,10 +573,18 @@ def find_regions(flags: np.ndarray, local_mean: np.ndarray, local_std: np.ndarra
     return regions
 
 
+def _ratio(values: np.ndarray, thresholds) -> float:
+    """Largest value / threshold (inf where a threshold is 0 and the value is not)."""
+    t = np.broadcast_to(np.asarray(thresholds, np.float64), values.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(t > 0, values / np.where(t > 0, t, 1.0), np.inf)
+    return float(np.nanmax(r)) if r.size else 0.0
+
+
 # --- patches ----------------------------------------------------------------------------------
 
-def patch_scores(patches: np.ndarray, model, *, regions=None, batch_size: int = 32, progress=None,
-                 cancel=None) -> np.ndarray:
+def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int = 0,
+                 batch_size: int = 32, progress=None, cancel=None) -> np.ndarray:
     """Per-patch scores ``(max |local mean|, max local std)`` over each patch's aperture.
 
     Parameters
@@ -555,10 +595,14 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, batch_size: int = 
     regions : ndarray of bool, shape (N, 192, 192), optional
         Weld region over each patch: only kernels centred inside it count (as in a scan with
         ``roi``), so that calibration sees what the scan flags.
+    edge_band_px : int
+        With ``regions``: score the region's interior and its edge band of this width apart
+        (``core.residual.edge_band``, computed on the whole patch as the scan computes it on the
+        whole radiograph), four columns.
 
     Returns
     -------
-    scores : ndarray of shape (N, 2), float64
+    scores : ndarray of shape (N, 2), or (N, 4) with an edge band, float64
     """
     patches = np.asarray(patches)
     if patches.ndim == 4 and patches.shape[-1] == 1:
@@ -568,15 +612,21 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, batch_size: int = 
     if patches.dtype != np.float32:
         raise ValueError(f"patches must be float32 in [0, 1], got {patches.dtype}")
     run = _patch_runner(model)
-    out = np.empty((len(patches), 2), np.float64)
+    band = edge_band_px if regions is not None else 0
+    out = np.empty((len(patches), 4 if band else 2), np.float64)
     end = OFFSET + APERTURE
     for i in range(0, len(patches), batch_size):
         if cancel is not None and cancel():
             raise ScanCancelled("scoring cancelled")
         x = patches[i:i + batch_size]
         recon = run(x[..., None]).numpy()[..., 0]
-        roi = None if regions is None else np.asarray(regions[i:i + batch_size])[:, OFFSET:end, OFFSET:end]
-        out[i:i + len(x)] = aperture_scores(x[:, OFFSET:end, OFFSET:end] - recon, regions=roi)
+        roi = edges = None
+        if regions is not None:
+            full = np.asarray(regions[i:i + batch_size], bool)
+            roi = full[:, OFFSET:end, OFFSET:end]
+            if band:
+                edges = edge_band(full, band)[:, OFFSET:end, OFFSET:end]
+        out[i:i + len(x)] = aperture_scores(x[:, OFFSET:end, OFFSET:end] - recon, regions=roi, edges=edges)
         if progress is not None:
             progress(min(i + batch_size, len(patches)), len(patches))
     return out

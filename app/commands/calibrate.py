@@ -30,7 +30,8 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from core.calibration import calibrate_model, expected_false_flags_per_metre, min_okay_patches
+    from core.calibration import (calibrate_model, describe, expected_false_flags_per_metre,
+                                  min_okay_patches)
     from core.errors import CalibrationError, WeldreviewError
     from core.modelfile import read_metadata
     from core.normalise import model_input
@@ -55,7 +56,7 @@ def run(args) -> int:
     lo, hi = thr.fpr_ci
     per_m = expected_false_flags_per_metre(args.fpr, pixel or 40.0)
     print(
-        f"thresholds: |mean| > {thr.mean:.5f} or std > {thr.std:.5f} (target FPR {thr.fpr_target:g}, "
+        f"thresholds: {describe(thr)} (target FPR {thr.fpr_target:g}, "
         f"achieved {thr.fpr_achieved:.5f}, 95% CI [{lo:.5f}, {hi:.5f}], {thr.n_okay} okay patches); "
         f"about {per_m:.2f} false flags per metre of weld at {pixel or 40.0:g} um/px"
     )

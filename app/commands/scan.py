@@ -71,7 +71,7 @@ def _out_path(template: str, stem: str, many: bool) -> Path:
 def run(args) -> int:
     import warnings
 
-    from core.calibration import expected_false_flags_per_metre
+    from core.calibration import describe, expected_false_flags_per_metre
     from core.errors import ImageLoadError, ModelFileError, WeldreviewWarning
     from core.paths import default_model_path
     from core.scanning import resolve_thresholds
@@ -87,8 +87,7 @@ def run(args) -> int:
         raise ModelFileError(f"{model_path}: model loading (core.modelfile) is not available") from None
     bundle = load_model(model_path)
     thr = resolve_thresholds(bundle, fpr=args.fpr)
-    print(f"model {model_path.name} sha256 {str(bundle.sha256)[:12]}  thresholds: |mean| > "
-          f"{thr.mean:.5g}, std > {thr.std:.5g} (patch FPR target {thr.fpr_target:g}, achieved "
+    print(f"model {model_path.name} sha256 {str(bundle.sha256)[:12]}  thresholds: {describe(thr)} (patch FPR target {thr.fpr_target:g}, achieved "
           f"{thr.fpr_achieved:.3g} on {thr.n_okay} okay patches, 95% CI "
           f"{thr.fpr_ci[0]:.3g}-{thr.fpr_ci[1]:.3g})")
     items = list(_expand(args.inputs))
@@ -189,7 +188,7 @@ def _scan_stack(path: Path, bundle, thr) -> dict:
                              "the radiographs instead")
     patches, _bits = normalise(stack, name=str(path))
     scores = patch_scores(patches, bundle.model, progress=_progress_bar(path.name))
-    flagged = (scores[:, 0] > thr.mean) | (scores[:, 1] > thr.std)
+    flagged = thr.flagged(scores)
     print(f"{path}: {len(scores)} patches, {int(flagged.sum())} flagged")
     print("patch\tmax_abs_mean\tmax_std\tflagged")
     for i, (s, f) in enumerate(zip(scores, flagged)):
