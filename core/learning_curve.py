@@ -29,6 +29,7 @@ import numpy as np
 from core.benchmark import (BUDGETS, OOD_SETS, build_patch_sets, evaluate_ood,
                             evaluate_residual_scores, machine_description, make_split,
                             ood_perturbation_sources, patch_sampler)
+from core.residual import EDGE_BAND_PX
 
 CURVE_MINUTES = (5, 10, 20, 40)
 HIGHPASS_SIGMAS = (2.0, 6.0)
@@ -50,28 +51,31 @@ class Recipe:
     dropout: float = 0.0
     seed: int = 0
     background_sigma: float | None = None
+    background_method: str = "gaussian"
 
     @property
     def label(self) -> str:
         """Short name of the recipe (one curve per label in ``learning_curve.json``)."""
         parts = [self.training_set + ("-signed" if self.signed_sni else ""), f"dropout{self.dropout:g}"]
         if self.background_sigma:
-            parts.append(f"background{self.background_sigma:g}")
+            parts.append(f"background{self.background_sigma:g}"
+                         + ("" if self.background_method == "gaussian" else f"-{self.background_method}"))
         if self.seed:
             parts.append(f"seed{self.seed}")
         return "_".join(parts)
 
     def describe(self) -> str:
         sni = " (signed)" if self.signed_sni and self.training_set == "SNI" else ""
-        norm = (f"; input normalised by background removal, sigma {self.background_sigma:g} px "
-                "(core.normalise)" if self.background_sigma else "; raw grey levels in")
+        norm = (f"; input normalised by background removal, sigma {self.background_sigma:g} px, "
+                f"{self.background_method} estimate (core.normalise)" if self.background_sigma
+                else "; raw grey levels in")
         return (f"perturbations {self.training_set}{sni}, batch {self.batch} okay + {self.batch} "
                 f"perturbed, Adam lr {self.lr:g} with {self.warmup_steps} warm-up steps, dropout "
                 f"{self.dropout:g}, seed {self.seed}{norm}, core.training defaults otherwise (loss "
                 "weights, bfloat16 where the CPU has it, latent guard)")
 
 
-def normalised_items(items, sigma: float) -> list:
+def normalised_items(items, sigma: float, method: str = "gaussian") -> list:
     """Copies of dataset radiographs whose ``image`` is ``core.normalise.remove_background``'s.
 
     The weld region stays the one found on the raw radiograph.
@@ -84,7 +88,7 @@ def normalised_items(items, sigma: float) -> list:
     out = []
     for item in items:
         copy = dataclasses.replace(item)
-        copy.__dict__["image"] = remove_background(item.image, sigma)
+        copy.__dict__["image"] = remove_background(item.image, sigma, method)
         copy.__dict__["mask"] = item.mask
         copy._weld_region = weld_region(item)
         out.append(copy)
@@ -101,22 +105,30 @@ def _sources(recipe: Recipe, train_items) -> list:
     return ood_perturbation_sources(recipe.training_set, train_items)
 
 
-def highpass_scorer(sigma: float):
-    """``score(patches, regions)`` of the high-pass reference detector (see the module docstring)."""
+def highpass_scorer(sigma: float, edge_band_px: int = 0):
+    """``score(patches, regions)`` of the high-pass reference detector (see the module docstring).
+
+    With ``edge_band_px`` and regions, four columns (interior and edge band), as ``patch_scores``.
+    """
     from scipy import ndimage
 
     from core.model import APERTURE, OFFSET
-    from core.residual import aperture_scores
+    from core.residual import aperture_scores, edge_band
 
     end = OFFSET + APERTURE
 
     def score(patches, regions):
-        out = np.empty((len(patches), 2))
+        band = edge_band_px if regions is not None else 0
+        out = np.empty((len(patches), 4 if band else 2))
         for i in range(0, len(patches), 256):
             x = patches[i:i + 256].astype(np.float32)
             resid = x - ndimage.gaussian_filter(x, (0, sigma, sigma), mode="reflect")
-            roi = None if regions is None else regions[i:i + 256, OFFSET:end, OFFSET:end]
-            out[i:i + 256] = aperture_scores(resid[:, OFFSET:end, OFFSET:end], regions=roi)
+            roi = edges = None
+            if regions is not None:
+                roi = regions[i:i + 256, OFFSET:end, OFFSET:end]
+                if band:
+                    edges = edge_band(regions[i:i + 256], band)[:, OFFSET:end, OFFSET:end]
+            out[i:i + 256] = aperture_scores(resid[:, OFFSET:end, OFFSET:end], regions=roi, edges=edges)
         return out
 
     return score
@@ -130,7 +142,7 @@ def _point(numbers: dict) -> dict:
 
 def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Recipe(),
                        budget: str = "small", compare_whole: bool = True, command: str | None = None,
-                       log=print) -> dict:
+                       reevaluate: bool = False, extend: bool = False, log=print) -> dict:
     """Train one OOD detector in segments and evaluate it after each; write the results.
 
     Parameters
@@ -148,6 +160,13 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
         Also evaluate the last model, and the reference detector, without the weld region.
     command : str, optional
         The command line, written with the results.
+    reevaluate : bool
+        Do not train: evaluate the models a previous run of the same recipe left in
+        ``OUT/curve/<label>/`` with the current protocol (after a change to the evaluation,
+        such as the edge band's thresholds); steps and speed are read from the models.
+    extend : bool
+        Continue the model of an earlier run of the same recipe from its checkpoint to further
+        ``minutes`` (all beyond that run's last point); the new points join its curve.
     log : callable
         Receives one line of progress text at a time.
 
@@ -166,13 +185,27 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
     budget_obj = BUDGETS[budget]
     out = Path(out)
     work = out / "curve" / recipe.label
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    if reevaluate:
+        missing = [m for m in minutes if not (work / f"model_{m:g}min.keras").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{work}: no models for {', '.join(f'{m:g}' for m in missing)} "
+                                    "min to re-evaluate; run the curve without re-evaluation first")
+    elif extend:
+        if not (work / "model.ckpt" / "state.index").is_file():
+            raise FileNotFoundError(f"{work}: no checkpoint to extend; run the curve first")
+    else:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
     started = time.time()
+    previous = next((c for c in load_curves(out) if c.get("label") == recipe.label), None)
+    if extend:
+        done = [p["minutes"] for p in (previous or {}).get("points", [])]
+        if done and minutes[0] <= max(done):
+            raise ValueError(f"extend to minutes beyond {max(done):g}, the curve's last point")
     dataset = load_dataset(data, include_unmasked=False)
     if recipe.background_sigma:
-        dataset = normalised_items(dataset, recipe.background_sigma)
+        dataset = normalised_items(dataset, recipe.background_sigma, recipe.background_method)
     split = make_split(dataset)
     log(f"split: train {[it.name for it in split.train]}, calibration "
         f"{[it.name for it in split.calibration]}, test {[it.name for it in split.test]}")
@@ -191,7 +224,9 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
                              warmup_steps=recipe.warmup_steps, dropout=recipe.dropout,
                              seed=recipe.seed, out=path, checkpoint_dir=ckpt, checkpoint_every=0,
                              budget_s=60.0 * m, overwrite=True, images=[it.name for it in split.train],
-                             perturbations=[recipe.training_set], name=f"learning curve {m:g} min")
+                             perturbations=[recipe.training_set], name=f"learning curve {m:g} min",
+                             background_sigma=recipe.background_sigma,
+                             background_method=recipe.background_method)
 
         def progress(info, m=m):
             rate["samples_per_s"] = round(info["samples_per_s"], 1)
@@ -199,7 +234,12 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
                 log(f"  step {info['step']} at {info['elapsed_s'] / 60:.1f}/{m:g} min, loss "
                     f"{info['total']:.4g}, {info['samples_per_s']:.0f} samples/s")
 
-        bundle = train(config, okay, sources, progress=progress, resume_from=ckpt if k else None)
+        if reevaluate:
+            bundle = load_model(path)
+            rate["samples_per_s"] = None
+        else:
+            bundle = train(config, okay, sources, progress=progress,
+                           resume_from=ckpt if (k or extend) else None)
         steps = bundle.metadata["training"]["steps"]
         t0 = time.time()
         numbers, _ = evaluate_ood(bundle.model, sets_roi, fpr=budget_obj.fpr)
@@ -208,15 +248,27 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
         points.append(point)
         log(f"{m:g} min ({steps} steps): FPR test {100 * numbers['fpr_test']:.2f} %, TPR "
             + ", ".join(f"{n} {100 * v:.0f}" for n, v in numbers["tpr"].items()))
+    trained_by = command
+    if reevaluate:  # the training command and speed are the original run's
+        old = previous or {}
+        before = {p["minutes"]: p for p in old.get("points", [])}
+        for p in points:
+            p["samples_per_s"] = before.get(p["minutes"], {}).get("samples_per_s")
+        trained_by = old.get("command", command)
+    if extend and previous is not None:
+        points = previous["points"] + points
+        trained_by = f"{previous.get('command')}; then {command}"
     result = {
-        "label": recipe.label, "command": command, "recipe": asdict(recipe),
+        "label": recipe.label, "command": trained_by, "recipe": asdict(recipe),
+        "reevaluated_by": command if reevaluate else None,
         "recipe_text": recipe.describe(),
         "budget": budget_obj.name, "machine": machine_description(), "split": split.to_dict(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "patch_counts": sets_roi.counts(), "points": points, "highpass": {}, "whole_image": None,
     }
     for sigma in HIGHPASS_SIGMAS:
-        numbers, _ = evaluate_residual_scores(highpass_scorer(sigma), sets_roi, fpr=budget_obj.fpr)
+        numbers, _ = evaluate_residual_scores(highpass_scorer(sigma, EDGE_BAND_PX), sets_roi,
+                                              fpr=budget_obj.fpr, edge_band_px=EDGE_BAND_PX)
         result["highpass"][f"{sigma:g}"] = {"roi": _point(numbers)}
         if sets_whole is not None:
             whole, _ = evaluate_residual_scores(highpass_scorer(sigma), sets_whole, fpr=budget_obj.fpr)

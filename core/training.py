@@ -107,6 +107,8 @@ class TrainConfig:
         and scanning normalise the same way. ``train`` receives patch samplers, not images: the
         caller gives it patches (and perturbations) cut from the normalised radiographs. None
         (default): the radiograph as it is.
+    background_method : str
+        The background estimate with ``background_sigma`` (``core.normalise.METHODS``).
     """
 
     steps: int = 1000
@@ -129,6 +131,7 @@ class TrainConfig:
     overwrite: bool = False
     split_passes: bool = True
     background_sigma: float | None = None
+    background_method: str = "gaussian"
 
     def __post_init__(self):
         if self.steps < 1 or self.batch < 1:
@@ -139,6 +142,11 @@ class TrainConfig:
             self.background_sigma = float(self.background_sigma)
             if not self.background_sigma > 0:
                 raise ValueError(f"background_sigma must be positive, got {self.background_sigma}")
+        from core.normalise import METHODS
+
+        if self.background_method not in METHODS:
+            raise ValueError(f"background_method must be one of {', '.join(METHODS)}, "
+                             f"not {self.background_method!r}")
         if self.out is not None:
             self.out = Path(self.out)
         if self.checkpoint_dir is not None:
@@ -410,15 +418,20 @@ class _Trainer:
             raise ModelFileError(
                 f"{directory}: checkpoint has filters {saved['filters']}, this run {list(self.config.filters)}"
             )
-        if saved.get("background_sigma") != self.config.background_sigma:
+        if saved.get("background_sigma") != self.config.background_sigma or (
+                self.config.background_sigma is not None
+                and saved.get("background_method", "gaussian") != self.config.background_method):
             from core.errors import ModelFileError
 
-            def said(sigma):
-                return "no background removal" if sigma is None else f"background sigma {sigma:g} px"
+            def said(sigma, method):
+                return ("no background removal" if sigma is None
+                        else f"background sigma {sigma:g} px ({method})")
 
             raise ModelFileError(
-                f"{directory}: checkpoint was trained with {said(saved.get('background_sigma'))}, this "
-                f"run asks for {said(self.config.background_sigma)}; resume with the same --background"
+                f"{directory}: checkpoint was trained with "
+                f"{said(saved.get('background_sigma'), saved.get('background_method', 'gaussian'))}, "
+                f"this run asks for {said(self.config.background_sigma, self.config.background_method)}; "
+                "resume with the same --background and --background-method"
             )
         self.ckpt.read(str(directory / "state")).assert_existing_objects_matched()
 
@@ -594,7 +607,10 @@ def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=N
         },
     }
     if config.background_sigma is not None:
+        rule = {"gaussian": "image - gaussian(image, sigma) + 0.5",
+                "twicing": "image - (2 g - gaussian(g, sigma)) + 0.5, g = gaussian(image, sigma)"}
         metadata["input"] = {"background_sigma": config.background_sigma,
-                             "rule": "image - gaussian(image, sigma) + 0.5 (core.normalise)"}
+                             "background_method": config.background_method,
+                             "rule": rule[config.background_method] + " (core.normalise)"}
     path = save_model(trainer.model, out, metadata=metadata, overwrite=config.overwrite)
     return load_model(path)

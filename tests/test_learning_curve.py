@@ -71,6 +71,32 @@ def test_tiny_curve_on_two_radiographs(gdxray_pair, tmp_path):
     assert [c["label"] for c in curves] == ["SNI-signed_dropout0", "SNI_dropout0_background24"]
     assert "background removal, sigma 24 px" in curves[1]["recipe_text"]
     assert (out / curves[1]["figure"]).is_file()
+    # the edge band of the weld region has its own thresholds wherever a region is scored
+    assert curves[1]["points"][0]["thresholds"]["edge_band_px"] == 32
+    assert "edge_band_px" not in curves[1]["whole_image"]["thresholds"]
+
+    # extending continues the same model from its checkpoint; the points join the curve
+    first = curves[1]["points"][0]
+    rc = main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
+               "--curve", "0.06", "--background", "24", "--extend"])
+    assert rc == 0
+    curves = json.loads((out / "learning_curve.json").read_text())["curves"]
+    extended = curves[-1]
+    assert [p["minutes"] for p in extended["points"]] == [0.03, 0.06]
+    assert extended["points"][1]["steps"] > first["steps"] and "--extend" in extended["command"]
+    assert main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
+                 "--curve", "0.05", "--background", "24", "--extend"]) == 2  # not beyond the curve
+
+    # re-evaluation scores the stored models again without training: same steps, same numbers
+    rc = main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
+               "--curve", "0.03,0.06", "--background", "24", "--reevaluate"])
+    assert rc == 0
+    again = json.loads((out / "learning_curve.json").read_text())["curves"][-1]
+    assert [p["steps"] for p in again["points"]] == [p["steps"] for p in extended["points"]]
+    assert [p["tpr"] for p in again["points"]] == [p["tpr"] for p in extended["points"]]
+    assert again["reevaluated_by"].endswith("--reevaluate") and "--extend" in again["command"]
+    assert main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
+                 "--curve", "0.03", "--reevaluate"]) == 2  # that recipe has no stored models
 
 
 def test_background_removal_keeps_a_small_defect_and_drops_the_film_gradient():
@@ -89,3 +115,23 @@ def test_background_removal_keeps_a_small_defect_and_drops_the_film_gradient():
     assert around - out[pore].mean() > 0.09  # the pore keeps its contrast
     with pytest.raises(ValueError, match="positive"):
         remove_background(image, 0)
+
+
+def test_twicing_background_leaves_no_offset_on_a_curved_bead():
+    from core.normalise import remove_background
+
+    rows = np.arange(400, dtype=np.float32)[:, None]
+    bead = 0.3 + 0.5 * np.exp(-((rows - 200) / 60.0) ** 2)  # a rounded bead profile across a weld
+    image = np.repeat(bead, 300, axis=1).astype(np.float32)
+    centre = slice(150, 250)
+    gauss = remove_background(image, 24)[centre] - 0.5
+    twice = remove_background(image, 24, "twicing")[centre] - 0.5
+    assert np.abs(gauss).max() > 0.02  # the Gaussian leaves the bead's curvature in
+    assert np.abs(twice).max() < 0.35 * np.abs(gauss).max()  # 0.31 on this narrow bead
+    pore = np.zeros_like(image)
+    yy, xx = np.mgrid[:400, :300]
+    pore[(yy - 200) ** 2 + (xx - 150) ** 2 <= 9] = -0.1
+    diff = remove_background(image + pore, 24, "twicing") - remove_background(image, 24, "twicing")
+    assert diff[200, 150] < -0.09  # a small defect keeps its contrast (the operator is linear)
+    with pytest.raises(ValueError, match="unknown background method"):
+        remove_background(image, 24, "median")

@@ -49,6 +49,15 @@ def add_parser(subparsers) -> None:
     curve.add_argument("--background", type=float, default=None, metavar="SIGMA",
                        help="normalise the input by removing the background (Gaussian of SIGMA px, "
                        "core.normalise) before the model (default: raw grey levels, the paper's)")
+    curve.add_argument("--background-method", choices=("gaussian", "twicing"), default="gaussian",
+                       help="background estimate with --background (twicing: free of the Gaussian's "
+                       "bias on curved grey levels, core.normalise)")
+    curve.add_argument("--reevaluate", action="store_true",
+                       help="do not train: evaluate the models an earlier --curve run of the same recipe "
+                       "left in OUT/curve/ with the current protocol")
+    curve.add_argument("--extend", action="store_true",
+                       help="continue the curve's model from its checkpoint to the --curve minutes "
+                       "(beyond its last point); the points join the stored curve")
     p.set_defaults(func=run)
 
 
@@ -82,14 +91,25 @@ def run_curve(args) -> int:
         print("weldreview benchmark: --background must be a positive sigma in px", file=sys.stderr)
         return 2
     recipe = Recipe(training_set=args.curve_set, signed_sni=args.signed_sni, dropout=args.dropout,
-                    seed=args.seed, background_sigma=args.background)
+                    seed=args.seed, background_sigma=args.background,
+                    background_method=args.background_method)
     command = " ".join(shlex.quote(a) for a in (
         "weldreview", "benchmark", "--data", str(args.data), "--out", str(args.out), "--budget",
         args.budget, "--curve", args.curve, "--curve-set", args.curve_set, "--dropout",
         f"{args.dropout:g}", "--seed", str(args.seed)) + (("--signed-sni",) if args.signed_sni else ())
-        + (("--background", f"{args.background:g}") if args.background else ()))
-    run_learning_curve(args.data, args.out, minutes=minutes, recipe=recipe, budget=args.budget,
-                       command=command, log=lambda line: print(line, flush=True))
+        + (("--background", f"{args.background:g}", "--background-method", args.background_method)
+           if args.background else ()))
+    if args.reevaluate and args.extend:
+        print("weldreview benchmark: --reevaluate and --extend exclude each other", file=sys.stderr)
+        return 2
+    command += " --reevaluate" if args.reevaluate else " --extend" if args.extend else ""
+    try:
+        run_learning_curve(args.data, args.out, minutes=minutes, recipe=recipe, budget=args.budget,
+                           command=command, reevaluate=args.reevaluate, extend=args.extend,
+                           log=lambda line: print(line, flush=True))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"weldreview benchmark: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
