@@ -85,7 +85,7 @@ def test_train_records_the_sigma_and_calibrate_uses_normalised_patches(tmp_path,
     assert rc == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["input"]["background_sigma"] == 24
-    assert "gaussian" in meta["input"]["rule"]
+    assert meta["input"]["background_method"] == "twicing" and "2 g - gaussian" in meta["input"]["rule"]
     assert meta["training"]["background_sigma"] == 24
     assert load_model(out).metadata["input"]["background_sigma"] == 24
 
@@ -112,7 +112,8 @@ def test_train_records_the_sigma_and_calibrate_uses_normalised_patches(tmp_path,
 
     weld = generate_weld(1000)
     raw = normalise(weld.image, bits_stored=16)[0]
-    sampler = PatchSampler([remove_background(raw, 24.0)], [weld.mask], rois=[weld.haz_mask], seed=1000)
+    sampler = PatchSampler([remove_background(raw, 24.0, "twicing")], [weld.mask], rois=[weld.haz_mask],
+                           seed=1000)
     patches, regions = sampler.okay_with_roi(60)
     scores = patch_scores(patches, load_model(out).model, regions=regions, edge_band_px=32)
     from core.calibration import calibrate
@@ -129,6 +130,8 @@ def test_train_records_the_sigma_and_calibrate_uses_normalised_patches(tmp_path,
     assert "background sigma 24 px" in err and "12" in err and "same --background" in err
     rc, _ = _cli_train(tmp_path, "--resume", "--force")
     assert rc == 1 and "no background removal" in capsys.readouterr().err
+    rc, _ = _cli_train(tmp_path, "--background", "24", "--background-method", "gaussian", "--resume", "--force")
+    assert rc == 1 and "(twicing)" in capsys.readouterr().err  # another estimate: refused too
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "nan"])
