@@ -401,12 +401,28 @@ class _Trainer:
         self.train_step = train_step
 
     def save_checkpoint(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2), encoding="utf-8")
-        self.ckpt.write(str(directory / "state"))
+        """Write the checkpoint so that a power cut at any moment leaves a complete one.
+
+        The state goes to ``<dir>.new`` first; the old checkpoint is moved aside and the new one
+        renamed into place (:func:`checkpoint_to_read` finds the complete one after a crash).
+        """
+        import shutil
+
+        fresh = directory.with_name(directory.name + ".new")
+        old = directory.with_name(directory.name + ".old")
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir(parents=True)
+        (fresh / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2), encoding="utf-8")
+        self.ckpt.write(str(fresh / "state"))
+        shutil.rmtree(old, ignore_errors=True)
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(fresh, directory)
+        shutil.rmtree(old, ignore_errors=True)
         return directory
 
     def restore(self, directory: Path) -> None:
+        directory = checkpoint_to_read(directory)
         if not (directory / "state.index").is_file():
             from core.errors import ModelFileError
 
@@ -434,6 +450,22 @@ class _Trainer:
                 "resume with the same --background and --background-method"
             )
         self.ckpt.read(str(directory / "state")).assert_existing_objects_matched()
+
+
+def checkpoint_to_read(directory) -> Path:
+    """The complete checkpoint for ``directory``: itself, or what a crash while saving left.
+
+    A save writes ``<dir>.new`` fully, moves ``<dir>`` to ``<dir>.old``, then renames ``.new``
+    into place; interrupted between the two renames only ``.new`` (complete) and ``.old`` exist.
+    """
+    directory = Path(directory)
+    if (directory / "state.index").is_file():
+        return directory
+    for name in (directory.name + ".new", directory.name + ".old"):
+        candidate = directory.with_name(name)
+        if (candidate / "state.index").is_file() and (candidate / "config.json").is_file():
+            return candidate
+    return directory
 
 
 def _checkpoint_dir(config: TrainConfig, out: Path) -> Path:

@@ -149,8 +149,11 @@ class TrainingRun:
 
     @property
     def can_resume(self) -> bool:
+        # core.training.checkpoint_to_read: after a crash while saving the complete one may be
+        # <ckpt>.new or <ckpt>.old (not imported here: this is polled by the window every second)
         return (self.state in ("stopped", "interrupted", "failed") and "options" in self.request
-                and (self.folder / CHECKPOINT / "state.index").is_file())
+                and any((self.folder / f"{CHECKPOINT}{suffix}" / "state.index").is_file()
+                        for suffix in ("", ".new", ".old")))
 
     @property
     def can_stop(self) -> bool:

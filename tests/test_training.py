@@ -106,6 +106,24 @@ def test_resume_continues_steps_weights_and_optimizer(tmp_path):
     assert _weights_equal(straight.model, resumed.model, atol=1e-5)
 
 
+def test_a_crash_while_saving_a_checkpoint_leaves_one_to_resume_from(tmp_path):
+    import os
+
+    from core.training import checkpoint_to_read
+
+    straight = train(TrainConfig(steps=4, seed=4, out=tmp_path / "a.keras", **TINY), okay, [Squares()])
+    train(TrainConfig(steps=2, seed=4, out=tmp_path / "b.keras", **TINY), okay, [Squares()])
+    ckpt = tmp_path / "b.ckpt"
+    assert checkpoint_to_read(ckpt) == ckpt and not list(tmp_path.glob("b.ckpt.*"))
+    # the power goes off after the new checkpoint was written and the old one moved aside
+    os.replace(ckpt, tmp_path / "b.ckpt.new")
+    assert checkpoint_to_read(ckpt) == tmp_path / "b.ckpt.new"
+    resumed = train(TrainConfig(steps=4, seed=4, out=tmp_path / "c.keras", **TINY), okay, [Squares()],
+                    resume_from=ckpt)
+    assert resumed.metadata["training"]["steps"] == 4
+    assert _weights_equal(straight.model, resumed.model, atol=1e-5)
+
+
 def test_init_weights_start_a_fine_tune_from_a_model_or_its_file(tmp_path):
     parent = train(TrainConfig(steps=2, seed=4, out=tmp_path / "p.keras", **TINY), okay, [Squares()])
     assert parent.metadata["training"]["init_weights"] is None
