@@ -103,17 +103,3 @@ def model_input(image: np.ndarray, metadata: dict | None) -> np.ndarray:
     sigma = background_sigma(metadata)
     return image if sigma is None else remove_background(image, sigma, background_method(metadata))
 
-
-def refuse_background_model(metadata: dict | None, name: str = "the model") -> None:
-    """Raise ValueError when the model was trained with background removal.
-
-    Retraining and qualification draw patches from stored radiographs (and stored verdict
-    patches) without the normalisation, so they do not support such models yet.
-    """
-    sigma = background_sigma(metadata)
-    if sigma is not None:
-        raise ValueError(
-            f"{name} was trained with background removal (sigma {sigma:g} px): retraining and "
-            "qualification of such models are not supported yet; train with weldreview train "
-            "--background"
-        )

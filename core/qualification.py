@@ -14,6 +14,13 @@ A patch is flagged when either of its scores (max |local mean|, max local std ov
 exceeds the model's calibrated threshold (core.calibration.Thresholds stored with the model).
 Per set: the TPR (the FPR for ``okay``) with its two-sided 95 % Clopper-Pearson interval.
 
+Input normalisation: each model scores the patches as it sees them. For a model trained with
+background removal (``core.normalise``) every set is cut from the background-removed *whole*
+held-back radiographs (and the synthetic anomalies are added to those patches, as in training);
+a model without it gets them from the radiographs as they are. When the candidate and the
+reference normalise differently each gets its own sets, drawn with the same seed: the same
+places, orientations and synthetic anomalies, each seen through its model's input.
+
 Verdict: the candidate is *worse beyond the intervals* on a detection set when its interval lies
 wholly below the reference's (candidate upper bound < reference lower bound), and on ``okay``
 when its FPR interval lies wholly above the reference's. It passes when it is worse beyond the
@@ -82,12 +89,18 @@ def _rate(name: str, flagged: np.ndarray) -> SetResult:
 
 
 def qualification_sets(store, *, n_okay: int = DEFAULT_N_OKAY, n_synthetic: int = DEFAULT_N_SYNTHETIC,
-                       images: dict | None = None, seed: int = 7) -> dict[str, np.ndarray]:
-    """The held-back patch sets: ``{"defects": ..., "okay": ..., "synthetic:<kind>": ...}``."""
+                       images: dict | None = None, seed: int = 7,
+                       metadata: dict | None = None) -> dict[str, np.ndarray]:
+    """The held-back patch sets: ``{"defects": ..., "okay": ..., "synthetic:<kind>": ...}``.
+
+    ``metadata``: the metadata of the model the sets are for; every patch is cut from the whole
+    radiograph as that model sees it (``core.normalise.model_input``). The draws do not depend
+    on the grey levels: the same ``seed`` gives the same patches for any normalisation.
+    """
     from core.perturbations import ANOMALY_KINDS, SyntheticAnomalies
 
     rng = np.random.default_rng([seed, 2])
-    sampler, rads = ts.patch_sampler(store, "holdback", images=images, seed=seed)
+    sampler, rads = ts.patch_sampler(store, "holdback", images=images, seed=seed, metadata=metadata)
     sets: dict[str, np.ndarray] = {}
     by_sha = {r["sha256"]: i for i, r in enumerate(rads)}
     defects = []
@@ -148,6 +161,14 @@ def compare(candidate: dict, reference: dict) -> tuple[list[str], str]:
     return worse, "not worse beyond the intervals on any set" + extra
 
 
+def input_of(metadata: dict | None) -> tuple:
+    """What a model's input normalisation is: ``(sigma, method)``, ``(None, None)`` for none."""
+    from core.normalise import background_method, background_sigma
+
+    sigma = background_sigma(metadata)
+    return (None, None) if sigma is None else (sigma, background_method(metadata))
+
+
 def qualify(store, candidate_id: int, *, reference_id: int | None = None, user: str | None = None,
             n_okay: int = DEFAULT_N_OKAY, n_synthetic: int = DEFAULT_N_SYNTHETIC,
             images: dict | None = None, seed: int = 7, progress=None, cancel=None) -> Qualification:
@@ -155,11 +176,10 @@ def qualify(store, candidate_id: int, *, reference_id: int | None = None, user: 
 
     The result is stored (``training_qualifications``) and written to the audit trail
     ("model qualified"). Without a reference (nothing active yet) the candidate passes when it
-    has been evaluated. ValueError for a candidate or reference trained with background removal
-    (``core.normalise``): the held-back sets are raw patches, so such models are not supported yet.
+    has been evaluated. Each model scores the held-back sets as it sees them (its input
+    normalisation, module docstring).
     """
     from core.modelfile import load_model
-    from core.normalise import refuse_background_model
 
     ts.ensure_tables(store)
     cand_row = store.one("SELECT * FROM models WHERE id = ?", [int(candidate_id)])
@@ -172,23 +192,25 @@ def qualify(store, candidate_id: int, *, reference_id: int | None = None, user: 
         ref_row = store.one("SELECT * FROM models WHERE id = ?", [int(reference_id)])
         if ref_row is None:
             raise ValueError(f"no model {reference_id}")
-    # the held-back sets are patches of the stored radiographs as they are: refuse a model that
-    # expects them background-removed (before any work)
     cand = load_model(cand_row["path"])
-    refuse_background_model(cand.metadata, f"model {candidate_id} ({cand.name})")
-    ref = None
-    if ref_row is not None:
-        ref = load_model(ref_row["path"])
-        refuse_background_model(ref.metadata, f"the reference model {ref_row['id']} ({ref.name})")
+    ref = None if ref_row is None else load_model(ref_row["path"])
     say = progress or (lambda p: None)
-    say({"phase": "qualification sets"})
-    sets = qualification_sets(store, n_okay=n_okay, n_synthetic=n_synthetic, images=images, seed=seed)
+
+    def sets_for(bundle, phase="qualification sets"):  # the held-back sets as this model sees them
+        say({"phase": phase})
+        return qualification_sets(store, n_okay=n_okay, n_synthetic=n_synthetic, images=images,
+                                  seed=seed, metadata=bundle.metadata)
+
+    sets = sets_for(cand)
     say({"phase": "candidate"})
     c_res = evaluate(cand, sets, cancel=cancel)
     r_res, ref_sha = {}, None
     thresholds = {"candidate": cand.thresholds.to_dict()}
     if ref is not None:
         ref_sha = ref.sha256
+        if input_of(ref.metadata) != input_of(cand.metadata):
+            sets = None  # free the candidate's before drawing the reference's
+            sets = sets_for(ref, "qualification sets as the reference sees them")
         say({"phase": "reference"})
         r_res = evaluate(ref, sets, cancel=cancel)
         thresholds["reference"] = ref.thresholds.to_dict()

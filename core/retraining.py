@@ -9,6 +9,13 @@ own synthetic perturbation sets where they can be rebuilt (SNI, the six syntheti
 model does not forget them. The new model is calibrated on okay patches of the ``holdback``
 radiographs at the parent's target FPR.
 
+Input normalisation: the new model takes the parent's (``core.normalise``; the active model's,
+also for a retraining from scratch). For a parent trained with background removal every patch
+is cut from the background-removed *whole* radiograph: the okay and calibration patches, the
+false-alarm patches and the confirmed defects' deltas (taken again from the normalised
+radiograph at the stored region, ``core.training_set.entry_arrays``). The new model's metadata
+records the same ``input``, so scanning and calibration normalise as in training.
+
 Activation goes through ``Store.activate_model`` (supervisors only): with a passed qualification
 against the model active now, or with a justification recorded for an unqualified one. Rollback
 activates the previously active version. All of it is in the audit trail.
@@ -75,10 +82,19 @@ def _unique_out(stem: str) -> Path:
     return out
 
 
-def calibration_patches(store, n: int, *, images: dict | None = None, seed: int = 1) -> np.ndarray:
-    """``n`` okay patches from the holdback radiographs (never used in training)."""
-    sampler, _ = ts.patch_sampler(store, "holdback", images=images, seed=seed)
+def _calibration_okay(sampler, n: int, seed: int) -> np.ndarray:
     return sampler.okay(n, rng=np.random.default_rng([seed, 1]))
+
+
+def calibration_patches(store, n: int, *, images: dict | None = None, seed: int = 1,
+                        metadata: dict | None = None) -> np.ndarray:
+    """``n`` okay patches from the holdback radiographs (never used in training).
+
+    ``metadata``: the model's metadata; the patches are cut from the radiographs as it sees
+    them (``core.normalise.model_input`` of the whole radiograph).
+    """
+    sampler, _ = ts.patch_sampler(store, "holdback", images=images, seed=seed, metadata=metadata)
+    return _calibration_okay(sampler, n, seed)
 
 
 def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGET_MIN,
@@ -88,6 +104,10 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
             n_calibration: int | None = None, progress=None, cancel=None,
             name: str | None = None) -> RetrainResult:
     """Fine-tune the active model (or train from scratch) on the training set; calibrate; register.
+
+    The new model keeps the active model's input normalisation (also from scratch): with
+    background removal, every patch it trains and calibrates on is cut from the normalised
+    whole radiograph (module docstring).
 
     Parameters
     ----------
@@ -117,19 +137,12 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
     Returns
     -------
     RetrainResult
-
-    Raises
-    ------
-    ValueError
-        Also when the active model was trained with background removal (``core.normalise``):
-        retraining draws raw patches from the stored radiographs and verdicts, so such models
-        are not supported yet.
     """
     from core.calibration import DEFAULT_FPR, calibrate, encode_scores, min_okay_patches
     from core.loss import LossWeights
     from core.model import FILTERS
     from core.modelfile import load_model, update_metadata
-    from core.normalise import refuse_background_model
+    from core.normalise import background_method, background_sigma
     from core.scanning import patch_scores
     from core.training import TrainConfig, train
 
@@ -140,21 +153,25 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
     parent = None
     if active is not None and active.get("path"):
         parent = load_model(active["path"])
-    if parent is not None:  # also from scratch: the new model would take the parent's place
-        refuse_background_model(parent.metadata, f"the active model {parent.name}")
     if parent is None and not from_scratch:
         raise ValueError("no active model to fine-tune; activate one or train from scratch")
+    # the input normalisation the new model keeps (also from scratch: it takes the parent's place)
+    seen_as = {"input": parent.metadata["input"]} if parent is not None and \
+        background_sigma(parent.metadata) is not None else None
     say({"phase": "training data"})
     ts.add_from_verdicts(store, user=user, images=images)
     used = ts.entries(store, split="train", include_excluded=False, with_data=True)
-    pert = [e for e in used if e.kind in ("defect", "missed")]
-    okay_extra = [e.arrays()["patch"] for e in used if e.kind == "okay"]
     if not used:
         raise ValueError("the training set is empty: give verdicts (defects, false alarms, missed "
                          "indications) on reviewed radiographs first")
-    sampler, rads = ts.patch_sampler(store, "train", images=images, seed=seed)
+    sampler, rads = ts.patch_sampler(store, "train", images=images, seed=seed, metadata=seen_as)
+    # entries hold arrays of the raw radiographs: cut again from the normalised ones if need be
+    arrays = ts.arrays_for_model(used, seen_as, images=images,
+                                 inputs={r["sha256"]: im for r, im in zip(rads, sampler.images)})
+    pert = [(a["delta"], a["weight"]) for e, a in zip(used, arrays) if e.kind in ("defect", "missed")]
+    okay_extra = [a["patch"] for e, a in zip(used, arrays) if e.kind == "okay"]
     okay = ts.MixedOkay(sampler, np.stack(okay_extra) if okay_extra else None)
-    sources = [ts.VerdictPerturbations.from_entries(pert)] if pert else []
+    sources = [ts.VerdictPerturbations(pert)] if pert else []
     if keep_parent_sets and parent is not None:
         sources += _sources_from_parent(parent.metadata)
     if not sources:
@@ -163,8 +180,8 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
     thr_parent = parent.thresholds if parent is not None else None
     fpr = fpr or (thr_parent.fpr_target if thr_parent else DEFAULT_FPR)
     n_cal = max(min_okay_patches(fpr), int(n_calibration or MIN_CALIBRATION))
-    # fail before training when there is nothing to calibrate on
-    ts.patch_sampler(store, "holdback", images=images, seed=seed)
+    # fail before training when there is nothing to calibrate on (and keep it for the calibration)
+    hold, _ = ts.patch_sampler(store, "holdback", images=images, seed=seed + 1, metadata=seen_as)
 
     arch = (parent.metadata.get("architecture", {}) if parent is not None else {})
     shape = tuple(arch.get("filters") or filters or FILTERS)
@@ -179,13 +196,15 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
         images=[f"{r['path']} (sha256 {r['sha256'][:12]})" for r in rads],
         perturbations=[getattr(s, "name", type(s).__name__) for s in sources],
         parent=None if from_scratch else parent_sha, name=name or out.stem,
+        background_sigma=background_sigma(seen_as), background_method=background_method(seen_as),
     )
     t1 = time.perf_counter()
     bundle = train(config, okay, sources, progress=progress, cancel=cancel,
                    init_weights=None if from_scratch else parent.model)
     t2 = time.perf_counter()
     say({"phase": "calibration", "n": n_cal})
-    cal = calibration_patches(store, n_cal, images=images, seed=seed + 1)
+    cal = _calibration_okay(hold, n_cal, seed + 1)  # = calibration_patches(..., seed=seed + 1)
+    del hold
     scores = patch_scores(cal, bundle.model, cancel=cancel)
     thr = calibrate(scores, fpr=fpr)
     entry_ids = [e.id for e in used]
@@ -196,6 +215,7 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
         "budget_min": budget_min, "steps": bundle.metadata["training"]["steps"],
         "batch": int(batch), "versions": bundle.metadata.get("versions"),
         "calibration": {"split": "holdback", "n_okay": int(len(cal)), "fpr": fpr},
+        "input": (seen_as or {}).get("input"),  # the normalisation taken from the parent
     }
     meta = update_metadata(bundle.path, thresholds=thr.to_dict(), okay_scores=encode_scores(scores),
                            retraining=provenance)

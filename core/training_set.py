@@ -21,6 +21,13 @@ the MAD-based std of the smoothed residual outside the candidate area; pixels of
 area whose smoothed residual has the area's dominant sign and exceeds ``REFINE_K`` noise stds
 form the region (components under ``MIN_PIXELS`` dropped).
 
+Entries hold arrays of the raw radiograph (the residual that locates a defect is the scan
+model's, of the radiograph as that model sees it). A model trained with background removal
+(``core.normalise``) takes them again from its normalised whole radiograph at the stored
+origin and region (:func:`entry_arrays`, :func:`arrays_for_model`), and :func:`patch_sampler`
+draws its okay patches from the normalised radiographs: the normalisation is always of the whole
+radiograph, never of a patch.
+
 Image-level split: every radiograph is either ``train`` or ``holdback`` (never both); the
 holdback radiographs give the calibration and qualification patches. The split is drawn from the
 radiograph's sha256 (``HOLDBACK_FRACTION``) the first time it is seen and may be set by a
@@ -293,8 +300,17 @@ def _window(shape, bbox, pad: int):
     return r0, c0, r1, c1
 
 
+def _plain_input(bundle):
+    """``bundle`` with no input normalisation in its metadata (for an already normalised image)."""
+    import copy
+
+    plain = copy.copy(bundle)
+    plain.metadata = {k: v for k, v in (getattr(bundle, "metadata", None) or {}).items() if k != "input"}
+    return plain
+
+
 def extract_defect(image: np.ndarray, bbox, bundle, thresholds, *, painted=None,
-                   missed: bool = False) -> Extracted:
+                   missed: bool = False, model_image: np.ndarray | None = None) -> Extracted:
     """Extract the perturbation of a confirmed defect (or missed indication) at ``bbox``.
 
     Parameters
@@ -311,7 +327,19 @@ def extract_defect(image: np.ndarray, bbox, bundle, thresholds, *, painted=None,
         The reviewer's painted mask: used as the region as it is.
     missed : bool
         A box drawn on a missed indication: no flagged kernels, the box is the candidate area.
+    model_image : ndarray (M, N), optional
+        The whole radiograph as ``bundle``'s model sees it (``core.normalise.model_input``);
+        computed from ``image`` when not given. The residual that locates the defect is that
+        of a window cut from it, so a model with background removal sees the window as the
+        scan saw it (the background of the whole radiograph removed, not of the window alone).
+
+    Returns
+    -------
+    Extracted
+        The delta is always taken from ``image`` (the raw radiograph); a model with background
+        removal gets it again from its normalised radiograph (:func:`entry_arrays`).
     """
+    from core.normalise import model_input
     from core.scanning import HALO, scan_image
 
     bbox = tuple(int(v) for v in bbox)
@@ -324,7 +352,13 @@ def extract_defect(image: np.ndarray, bbox, bundle, thresholds, *, painted=None,
     else:
         r0, c0, r1, c1 = _window(image.shape, bbox, HALO + 16)
         win = np.ascontiguousarray(image[r0:r1, c0:c1])
-        result = scan_image(win, bundle, thresholds=thresholds)
+        if model_image is None:
+            model_image = model_input(image, getattr(bundle, "metadata", None))
+        if model_image is image:
+            result = scan_image(win, bundle, thresholds=thresholds)
+        else:
+            seen = np.ascontiguousarray(model_image[r0:r1, c0:c1], dtype=np.float32)
+            result = scan_image(seen, _plain_input(bundle), thresholds=thresholds)
         local = (bbox[0] - r0, bbox[1] - c0, bbox[2] - r0, bbox[3] - c0)
         if missed:
             candidate = np.zeros(win.shape, bool)
@@ -459,9 +493,21 @@ def add_from_verdicts(store, *, user: str | None = None, images: dict | None = N
     done_ids = {r[0] for r in store.db.execute("SELECT verdict_id FROM training_entries")}
     todo = [d for d in store.decisions(verdict=list(TEACHING), current_only=True)
             if d["id"] not in done_ids]
+    from core.normalise import model_input
+
     report = AddReport()
     models = _Models(store)
     images = dict(images or {})
+    seen: dict = {}  # (sha256, model sha256) -> the radiograph as that model sees it
+
+    def model_image(image, sha256, bundle):
+        key = (sha256, bundle.sha256)
+        if key not in seen:
+            if len(seen) >= 4:  # verdicts mostly come radiograph by radiograph: keep a few
+                seen.pop(next(iter(seen)))
+            seen[key] = model_input(image, bundle.metadata)
+        return seen[key]
+
     for i, d in enumerate(todo):
         if cancel is not None and cancel():
             break
@@ -482,7 +528,9 @@ def add_from_verdicts(store, *, user: str | None = None, images: dict | None = N
                     thr = thresholds_from_metadata(bundle.metadata, fpr=d["fpr"])
                     if thr is None:
                         raise ValueError(f"model {bundle.name} is not calibrated")
-                ex = extract_defect(image, bbox, bundle, thr, painted=painted, missed=kind == "missed")
+                ex = extract_defect(image, bbox, bundle, thr, painted=painted, missed=kind == "missed",
+                                    model_image=None if bundle is None else
+                                    model_image(image, d["radiograph_sha256"], bundle))
                 origin, source, n_px = ex.origin, ex.source, int(ex.weight.sum())
                 data = pack(delta=ex.delta, weight=ex.weight)
         except Exception as exc:  # noqa: BLE001 - one unusable verdict must not stop the others
@@ -648,6 +696,82 @@ def models_trained(store) -> list[dict]:
 # ---------------------------------------------------------------- training data from entries
 
 
+def entry_arrays(entry: Entry, image: np.ndarray) -> dict:
+    """An entry's arrays cut again from ``image``, the whole radiograph as a model sees it.
+
+    Entries are stored as extracted from the raw radiograph. A model with background removal
+    (``core.normalise``) trains on the normalised radiograph instead, and its normalisation is
+    of the whole radiograph, so the arrays are cut again from ``model_input(radiograph)``:
+
+    - ``okay``: the 192 x 192 patch at the entry's origin;
+    - ``defect``/``missed``: the stored region (``weight``) at the entry's origin, ``delta`` =
+      image minus the region's border-ring mean (Section 3.3, ``delta_from_region``) inside it.
+
+    With the raw radiograph as ``image`` this gives the stored arrays again.
+
+    Parameters
+    ----------
+    entry : Entry
+        With its data (``entries(..., with_data=True)``).
+    image : ndarray (M, N) float32
+        The whole radiograph the entry was taken from, normalised as the model expects it.
+
+    Returns
+    -------
+    dict
+        ``{"patch": ...}`` or ``{"delta": ..., "weight": ...}`` as ``Entry.arrays``.
+    """
+    stored = entry.arrays()
+    r0, c0 = (int(v) for v in entry.origin)
+    if entry.kind == "okay":
+        h, w = stored["patch"].shape
+        return {"patch": np.ascontiguousarray(image[r0:r0 + h, c0:c0 + w], dtype=np.float32)}
+    weight = stored["weight"]
+    h, w = weight.shape
+    crop = np.asarray(image[r0:r0 + h, c0:c0 + w], dtype=np.float32)
+    if crop.shape != weight.shape:
+        raise ValueError(f"training entry {entry.id}: its region lies outside the radiograph "
+                         f"{entry.radiograph_path} ({image.shape})")
+    delta, _ = delta_from_region(crop, np.asarray(weight, bool))
+    return {"delta": delta, "weight": weight}
+
+
+def arrays_for_model(entries_: list[Entry], metadata: dict | None, *, images: dict | None = None,
+                     inputs: dict | None = None) -> list[dict]:
+    """The arrays of ``entries_`` (with data) as the model described by ``metadata`` sees them.
+
+    For a model without background removal the stored arrays (``Entry.arrays``). For one with
+    it, :func:`entry_arrays` on ``core.normalise.model_input`` of each entry's whole radiograph.
+
+    Parameters
+    ----------
+    entries_ : list of Entry
+    metadata : dict or None
+        The model's metadata (its ``input`` normalisation).
+    images : dict, optional
+        ``{sha256: raw image}`` already in memory (else read from the entry's path).
+    inputs : dict, optional
+        ``{sha256: normalised image}`` already computed (e.g. ``PatchSampler.images`` of
+        :func:`patch_sampler` with the same ``metadata``); filled with the ones computed here.
+    """
+    from core.normalise import background_sigma, model_input
+
+    if background_sigma(metadata) is None:
+        return [e.arrays() for e in entries_]
+    inputs = {} if inputs is None else inputs
+    images = images or {}
+    out = []
+    for e in entries_:
+        seen = inputs.get(e.radiograph_sha256)
+        if seen is None:
+            raw = images.get(e.radiograph_sha256)
+            if raw is None:
+                raw = _load_image(e.radiograph_path, e.radiograph_sha256)
+            seen = inputs[e.radiograph_sha256] = model_input(raw, metadata)
+        out.append(entry_arrays(e, seen))
+    return out
+
+
 class VerdictPerturbations:
     """Perturbation source from defect/missed entries (protocol of core.perturbations).
 
@@ -741,11 +865,18 @@ def radiographs_of(store, split: str) -> list[dict]:
     return [r for r in store.radiographs() if r["id"] in seen and split_of(store, r["sha256"]) == split]
 
 
-def patch_sampler(store, split: str, *, images: dict | None = None, seed: int = 0):
+def patch_sampler(store, split: str, *, images: dict | None = None, seed: int = 0,
+                  metadata: dict | None = None):
     """A PatchSampler over the reviewed radiographs of ``split`` that avoids their indications.
+
+    ``metadata``: the metadata of the model the patches are for. The sampler's images are the
+    whole radiographs as that model sees them (``core.normalise.model_input``: background
+    removed for a model trained with it, the radiograph as it is otherwise), so every patch is
+    cut from a radiograph normalised as a whole.
 
     Returns ``(sampler, radiograph rows)``; ValueError when the split has no radiograph.
     """
+    from core.normalise import model_input
     from core.sampler import PatchSampler
 
     rads = radiographs_of(store, split)
@@ -760,6 +891,6 @@ def patch_sampler(store, split: str, *, images: dict | None = None, seed: int = 
         im = images.get(r["sha256"])
         if im is None:
             im = _load_image(r["path"], r["sha256"])
-        ims.append(im)
+        ims.append(model_input(im, metadata))
         masks.append(not_okay_mask(store, r["id"], im.shape))
     return PatchSampler(ims, masks, seed=seed), rads

@@ -164,3 +164,35 @@ def test_okay_patches_avoid_every_indication_but_false_alarms(reviewed):
         ts.patch_sampler(store, "train")
     with pytest.raises(PermissionError):
         ts.set_split(store, reviewed["rid"], "train", user="ina")
+
+
+def test_entry_arrays_are_cut_again_from_the_model_input(reviewed):
+    """Entries store raw arrays; ``entry_arrays`` cuts them again from a whole radiograph as a
+    model sees it (the same arrays from the raw one, shifted okay patches but the same defect
+    delta from a radiograph with a constant added: the delta is relative to its border ring)."""
+    from core.normalise import remove_background
+
+    store, image = reviewed["store"], reviewed["image"]
+    painted = np.zeros((30, 30), bool)
+    painted[5:16, 5:16] = True
+    ts.add_painted_mask(store, reviewed["v_defect"], painted, origin=(140, 90), user="ina")
+    ts.add_from_verdicts(store, user="ina")
+    items = ts.entries(store, with_data=True)
+    assert {e.kind for e in items} == {"defect", "okay"}
+    shifted = image + np.float32(0.125)
+    meta = {"input": {"background_sigma": 24.0, "background_method": "twicing"}}
+    normed = ts.arrays_for_model(items, meta, images={reviewed["sha"]: image})
+    assert [a.keys() for a in ts.arrays_for_model(items, None)] == [e.arrays().keys() for e in items]
+    for e, n in zip(items, normed):
+        stored = e.arrays()
+        again, moved = ts.entry_arrays(e, image), ts.entry_arrays(e, shifted)
+        for key in stored:
+            np.testing.assert_array_equal(again[key], stored[key])
+        if e.kind == "okay":
+            np.testing.assert_allclose(moved["patch"], stored["patch"] + 0.125, atol=1e-6)
+        else:
+            np.testing.assert_allclose(moved["delta"], stored["delta"], atol=1e-6)
+            np.testing.assert_array_equal(moved["weight"], stored["weight"])
+        want = ts.entry_arrays(e, remove_background(image, 24.0, "twicing"))
+        for key in stored:
+            np.testing.assert_array_equal(n[key], want[key])

@@ -6,6 +6,8 @@ on it (``--from-scratch``: a fresh one) within ``--budget`` minutes, calibrates 
 okay patches and registers it as a new version. It is not activated: ``models qualify ID``
 compares it with the active model, ``models activate ID --user SUPERVISOR`` activates it when it
 qualified (or with ``--justification``), ``models rollback --user SUPERVISOR`` goes back.
+The new version keeps the active model's input normalisation (``train --background``): every
+patch it trains and calibrates on is cut from the background-removed whole radiograph.
 """
 
 from __future__ import annotations

@@ -198,8 +198,8 @@ def run(args) -> int:
         return 2
     if getattr(args, "from_verdicts", False):
         if sigma is not None:
-            print("weldreview train: --background does not apply to --from-verdicts (retraining of "
-                  "models with background removal is not supported yet)", file=sys.stderr)
+            print("weldreview train: --background does not apply to --from-verdicts: the retrained "
+                  "model keeps the normalisation of its parent (the active model)", file=sys.stderr)
             return 2
         from app.commands.retrain import run_from_train
 
