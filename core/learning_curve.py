@@ -12,7 +12,7 @@ operating point. A reference detector runs on the same patch sets: a Gaussian hi
 place of the autoencoder (residual = patch - gaussian(patch, sigma)) followed by the same 9 x 9
 kernel analysis and calibration; the model has to beat it to be worth its training.
 
-Results go to ``OUT/learning_curve.json`` and ``OUT/figures/learning_curve.png``; the benchmark
+Results go to ``OUT/learning_curve.json`` and ``OUT/figures/learning_curve_<label>.png``; the benchmark
 report (``core.report``) shows them when present.
 """
 

@@ -407,8 +407,12 @@ def learning_curve_markdown(curves: list[dict]) -> list[str]:
                 f"- Recipe: {curve['recipe_text']}.",
                 f"- Machine: {m.get('platform')}, {m.get('cpus_usable', m.get('cpu_count'))} usable "
                 f"CPU cores, GPUs: {', '.join(m.get('gpus') or []) or 'none'}; started "
-                f"{curve['started']}, wall time {curve['wall_seconds']:.0f} s (training and evaluation).",
-                "", "| training | FPR calib % | FPR test % | " + " | ".join(sets) + " |",
+                f"{curve['started']}, wall time {curve['wall_seconds']:.0f} s ("
+                + ("re-evaluation only" if curve.get("reevaluated_by") else "training and evaluation") + ")."]
+        if curve.get("reevaluated_by"):
+            out.append(f"- Models re-evaluated with the current protocol (no training): "
+                       f"`{curve['reevaluated_by']}`")
+        out += ["", "| training | FPR calib % | FPR test % | " + " | ".join(sets) + " |",
                 "|" + "---|" * (len(sets) + 3)]
         for p in points:
             out.append(_curve_row(f"{p['minutes']:g} min ({p['steps']} steps)", p, sets))
