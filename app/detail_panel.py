@@ -192,7 +192,10 @@ class DetailPanel(QWidget):
         self.summary.setText(
             f"Region {region.id}: {region.tests} test{'s' if region.tests == 'both' else ''}, "
             f"severity {region.severity:.2f} x threshold, {region.area_px} px{size}. "
-            f"Thresholds: local mean {th.mean:.4f}, local std {th.std:.4f}."
+            f"Thresholds: local mean {th.mean:.4f}, local std {th.std:.4f}"
+            + (f" (in the weld region's {th.edge_band_px} px edge band: {th.edge_mean:.4f}, "
+               f"{th.edge_std:.4f}; severity is to each kernel's own)" if th.has_edge_band else "")
+            + "."
         )
         self.brush.show_crop(crop.arrays["input"], (crop.rows.start, crop.cols.start),
                              region_key(region), panel_levels("input", crop, th))

@@ -96,3 +96,19 @@ def test_evidence_panel_shows_each_maximum(qtbot):
     assert panel.maxima["local_mean"] == pytest.approx(0.05, rel=0.1)
     assert "x thr" in panel.captions["local_mean"].text()
     assert all(not panel.images[name].pixmap().isNull() for name in PANELS)
+
+
+def test_evidence_panel_names_the_edge_band_thresholds(qtbot):
+    from dataclasses import replace
+
+    from app.detail_panel import DetailPanel
+
+    result = make_result(spot=0.05)
+    panel = DetailPanel()
+    qtbot.addWidget(panel)
+    panel.show_region(result.image, result, result.regions[0])
+    assert "edge band" not in panel.summary.text()
+    result.thresholds = replace(result.thresholds, edge_mean=0.03, edge_std=0.025, edge_band_px=32)
+    panel.show_region(result.image, result, result.regions[0])
+    text = panel.summary.text()
+    assert "32 px edge band: 0.0300, 0.0250" in text and "local mean 0.0100" in text
