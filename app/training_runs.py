@@ -6,7 +6,8 @@ the whole application is closed. The window lists the run folders of the applica
 reading their small status files once a second (nothing here waits on a run), and starts new runs
 from a form; Stop asks a run to checkpoint and end, Resume starts it again from its checkpoint
 (also after the machine was switched off), and "Use this model" hands a finished run's model to
-the main window as File > Use model would.
+the main window as File > Use model would. A run given a calibration folder (held-out radiographs)
+calibrates its model when training ends (state "calibrating..."), so the model can be used at once.
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ BACKGROUND_TIP = (
     "defects found at 0.1 % false positives from 12 % to 97 % after 20 minutes of training. "
     "Generated (synthetic) welds have no such background, so it is off when training on "
     "synthetic welds only. The model records the sigma; calibration and scans then do the same.")
+CALIBRATION_TIP = (
+    "Held-out accepted radiographs to calibrate the model on: never the training ones (thresholds "
+    "set on patches the model has learned flag too little). Same layouts as the data folder; marked "
+    "defects are kept clear of, radiographs without a mask must be defect-free. The run calibrates "
+    "its model at its end (state \"calibrating...\"), so the model can be used at once. Empty: the "
+    "model is saved without thresholds and must be calibrated later (weldreview calibrate).")
+DEFAULT_CALIBRATION_FPR = 0.001  # weldreview calibrate's --fpr
 DROPOUT = 0.0  # measured: the paper's 0.12 leaves a gap between training and inference
 WARMUP_STEPS = 50
 
@@ -57,10 +65,10 @@ def duration_text(seconds) -> str:
 def state_text(run: tr.TrainingRun) -> str:
     """The state as the table shows it: a stop asked for but not yet done is "stopping..."."""
     state = run.state
-    if state in ("starting", "running") and (run.folder / tr.STOP).exists():
+    if state in tr.LIVE and (run.folder / tr.STOP).exists():
         return "stopping..."
-    if state == "starting":
-        return "starting..."
+    if state in ("starting", "calibrating"):
+        return f"{state}..."
     return state
 
 
@@ -127,6 +135,15 @@ class NewRunDialog(QDialog):
         data_row = QHBoxLayout()
         data_row.addWidget(self.data, 1)
         data_row.addWidget(browse)
+        self.calibration = QLineEdit()
+        self.calibration.setPlaceholderText("none: calibrate the model later")
+        self.calibration.setToolTip(CALIBRATION_TIP)
+        self.calibration_browse = QPushButton("Browse...")
+        self.calibration_browse.setToolTip(CALIBRATION_TIP)
+        self.calibration_browse.clicked.connect(self._browse_calibration)
+        calibration_row = QHBoxLayout()
+        calibration_row.addWidget(self.calibration, 1)
+        calibration_row.addWidget(self.calibration_browse)
         self.synthetic = QSpinBox()
         self.synthetic.setRange(0, 10_000)
         self.synthetic.setSpecialValueText("none")
@@ -172,10 +189,18 @@ class NewRunDialog(QDialog):
         self.batch.setRange(1, 1024)
         self.batch.setValue(DEFAULT_BATCH)
         self.batch.setToolTip("Okay patches per step, as many perturbed ones")
+        self.fpr = QDoubleSpinBox()
+        self.fpr.setDecimals(4)
+        self.fpr.setRange(0.0001, 0.5)
+        self.fpr.setSingleStep(0.001)
+        self.fpr.setValue(DEFAULT_CALIBRATION_FPR)
+        self.fpr.setToolTip("Target patch-level false-positive rate of the calibration at the end "
+                            "(weldreview calibrate --fpr): 4 / rate okay patches are scored")
 
         form = QFormLayout()
         form.addRow("Name", self.name)
         form.addRow("Data folder", data_row)
+        form.addRow("Calibration folder", calibration_row)
         form.addRow("Synthetic welds", self.synthetic)
         form.addRow("Perturbations", self.perturbations)
         form.addRow("Time budget", self.budget)
@@ -185,6 +210,7 @@ class NewRunDialog(QDialog):
         adv = QFormLayout(advanced)
         adv.addRow("Steps at most", self.steps)
         adv.addRow("Batch", self.batch)
+        adv.addRow("Calibration FPR", self.fpr)
         self.error = QLabel()
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #c0392b")
@@ -204,6 +230,12 @@ class NewRunDialog(QDialog):
         dlg = QFileDialog(self, "Folder of radiographs with defect masks")
         dlg.setFileMode(QFileDialog.FileMode.Directory)
         dlg.fileSelected.connect(self.data.setText)
+        dlg.open()
+
+    def _browse_calibration(self) -> None:
+        dlg = QFileDialog(self, "Folder of held-out accepted radiographs (not the training ones)")
+        dlg.setFileMode(QFileDialog.FileMode.Directory)
+        dlg.fileSelected.connect(self.calibration.setText)
         dlg.open()
 
     def _data_changed(self, text: str) -> None:
@@ -226,6 +258,15 @@ class NewRunDialog(QDialog):
         if not data and not self.synthetic.value():
             raise ValueError("Give a data folder of radiographs with defect masks and/or a number "
                              "of synthetic welds.")
+        calibration = self.calibration.text().strip()
+        if calibration:
+            folder = Path(calibration).expanduser()
+            if not folder.is_dir():
+                raise ValueError(f"{calibration}: no such folder (the calibration folder).")
+            if data and folder.resolve() == Path(data).expanduser().resolve():
+                raise ValueError("The calibration folder is the data folder: calibrate on held-out "
+                                 "radiographs the model is not trained on, or leave it empty and "
+                                 "calibrate later.")
         spec = ",".join(s.strip() for s in self.perturbations.text().split(",") if s.strip())
         if not spec:
             raise ValueError("Give at least one perturbation set (default D,SNI).")
@@ -240,6 +281,8 @@ class NewRunDialog(QDialog):
             "dropout": DROPOUT,
             "warmup": WARMUP_STEPS,
             "seed": self.seed.value(),
+            "calibrate_data": str(Path(calibration).expanduser().resolve()) if calibration else None,
+            "calibrate_fpr": round(self.fpr.value(), 4) if calibration else None,
         }
 
     def _ok(self) -> None:
@@ -300,7 +343,8 @@ class TrainingRunsDialog(QDialog):
         self.new_button = QPushButton("New training run...")
         self.new_button.clicked.connect(lambda: self.new_run())
         self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Save a checkpoint after the current step and end the run")
+        self.stop_button.setToolTip("Save a checkpoint after the current step and end the run (while "
+                                    "calibrating: end the calibration; the model stays uncalibrated)")
         self.stop_button.clicked.connect(self.stop_selected)
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Continue a stopped or interrupted run from its checkpoint")
@@ -308,7 +352,8 @@ class TrainingRunsDialog(QDialog):
         self.log_button = QPushButton("Show log")
         self.log_button.clicked.connect(self.show_log)
         self.use_button = QPushButton("Use this model")
-        self.use_button.setToolTip("Scan with the finished run's model (as File > Use model)")
+        self.use_button.setToolTip("Scan with the finished run's model (as File > Use model); a model "
+                                   "that was not calibrated at the end of its run must be calibrated first")
         self.use_button.clicked.connect(self.use_selected_model)
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         close.rejected.connect(self.close)
@@ -473,7 +518,10 @@ class TrainingRunsDialog(QDialog):
         except OSError as exc:
             self._warn(f"Could not ask {run.name} to stop: {exc}")
             return
-        self._say(f"Asked {run.name} to stop: it saves a checkpoint after its current step.")
+        if run.state == "calibrating":
+            self._say(f"Asked {run.name} to stop calibrating: its model stays saved, not calibrated.")
+        else:
+            self._say(f"Asked {run.name} to stop: it saves a checkpoint after its current step.")
         self.refresh()
 
     def resume_selected(self) -> None:

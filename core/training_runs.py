@@ -9,17 +9,23 @@ A plant trains overnight on a workstation, so a training run is a separate proce
     a status (``weldreview train --run DIR`` typed in a shell) is listed too, but not resumable.
 ``status.json``
     Written by the training process (atomically, at most every ``STATUS_INTERVAL_S`` and at
-    every change of state): ``state`` (``running``, ``finished``, ``stopped``, ``failed``),
-    ``step``, ``steps``, ``elapsed_s``, ``budget_s``, the losses, ``samples_per_s``, ``pid``,
-    ``updated`` (epoch seconds), ``model`` (the output file) and ``message``.
+    every change of state): ``state`` (``running``, ``calibrating``, ``finished``, ``stopped``,
+    ``failed``), ``step``, ``steps``, ``elapsed_s``, ``budget_s``, the losses, ``samples_per_s``,
+    ``pid``, ``updated`` (epoch seconds), ``model`` (the output file) and ``message``.
+    ``calibrating``: training has finished and the model is saved, and the run calibrates it
+    (``weldreview train --calibrate-data``); it then ends ``finished``, with the thresholds in its
+    message, or with a message saying why the model is not calibrated.
 ``STOP``
     Created to ask the process to stop: it finishes its step, writes a checkpoint and exits with
-    state ``stopped``. ``resume`` starts it again from the checkpoint.
+    state ``stopped``. ``resume`` starts it again from the checkpoint. While ``calibrating`` it
+    ends the calibration instead: the run is ``finished`` with an uncalibrated model.
 ``model.keras``, ``model.ckpt/``, ``log.txt``
     The output model, its checkpoint, and the process's own output.
 
 A run whose status says ``running`` but whose process is gone (machine switched off, process
-killed) is reported as ``interrupted``: its last checkpoint is kept and it can be resumed.
+killed) is reported as ``interrupted``: its last checkpoint is kept and it can be resumed. One
+that was ``calibrating`` is reported ``finished``: its model was saved, but is not calibrated (the
+message says so, and how to calibrate it).
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ LOG = "log.txt"
 MODEL = "model.keras"
 CHECKPOINT = "model.ckpt"  # core.training: <out>.ckpt
 STATUS_INTERVAL_S = 2.0
-STATES = ("starting", "running", "finished", "stopped", "failed", "interrupted")
+STATES = ("starting", "running", "calibrating", "finished", "stopped", "failed", "interrupted")
+LIVE = ("starting", "running", "calibrating")  # states of a run whose process should be alive
 
 
 def runs_dir(home: Path | None = None) -> Path:
@@ -71,8 +78,9 @@ class StatusWriter:
     """What a training process writes to its run folder (``weldreview train --run DIR``).
 
     ``progress(p)`` takes ``core.training.train``'s progress dicts and writes at most every
-    ``interval`` seconds; ``finish(state, message)`` writes the final state at once;
-    ``stop_requested()`` is the ``cancel`` callable of ``train``.
+    ``interval`` seconds; ``calibrating(message)`` says the trained model is being calibrated;
+    ``finish(state, message)`` writes the final state at once; ``stop_requested()`` is the
+    ``cancel`` callable of ``train`` (and of the calibration).
     """
 
     def __init__(self, folder, *, model: Path, budget_s: float | None, steps: int,
@@ -101,11 +109,20 @@ class StatusWriter:
     def stop_requested(self) -> bool:
         return (self.folder / STOP).exists()
 
+    def calibrating(self, message: str, *, force: bool = True) -> None:
+        """State ``calibrating`` with ``message``: written at once (``force``, the change of state)
+        or, for progress messages, at most every ``interval`` seconds. A stop request stands."""
+        self.data.update(state="calibrating", message=message)
+        now = time.monotonic()
+        if force or now - self._last >= self.interval:
+            self._last = now
+            self._write()
+
     def finish(self, state: str, message: str = "") -> None:
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}")
         self.data.update(state=state, message=message)
-        if state != "running":
+        if state not in ("running", "calibrating"):
             (self.folder / STOP).unlink(missing_ok=True)
         self._write()
 
@@ -129,8 +146,9 @@ class TrainingRun:
 
     @property
     def fraction(self) -> float:
-        """How far the run is, 0..1: by its time budget or its steps, whichever is further."""
-        if self.state == "finished":
+        """How far the run is, 0..1: by its time budget or its steps, whichever is further
+        (1 once training is over: calibrating or finished)."""
+        if self.state in ("calibrating", "finished"):
             return 1.0
         parts = []
         if self.status.get("steps"):
@@ -157,7 +175,9 @@ class TrainingRun:
 
     @property
     def can_stop(self) -> bool:
-        return self.state in ("starting", "running") and not (self.folder / STOP).exists()
+        """Whether Stop applies: while training (checkpoint, then ``stopped``) and while
+        calibrating (the calibration ends; ``finished``, not calibrated)."""
+        return self.state in LIVE and not (self.folder / STOP).exists()
 
 
 _children: dict = {}  # pid -> Popen of the runs this process launched (polled, so reaped)
@@ -226,12 +246,29 @@ def _failure(folder: Path, since: int) -> str:
         f" (last output: {lines[-1]})" if lines else " (no output)")
 
 
+def calibrate_command(model, options: dict) -> str:
+    """The ``weldreview calibrate`` command line that calibrates ``model`` as a run's
+    ``--calibrate-...`` ``options`` would (``--data FOLDER`` when they name no held-out source)."""
+    parts = [f'weldreview calibrate "{model}"']
+    if options.get("calibrate_data"):
+        parts.append(f'--data "{options["calibrate_data"]}"')
+    if options.get("calibrate_synthetic"):
+        parts.append(f"--synthetic {options['calibrate_synthetic']}")
+    if len(parts) == 1:
+        parts.append("--data FOLDER")
+    for key in ("fpr", "patches", "seed"):
+        if options.get(f"calibrate_{key}") is not None:
+            parts.append(f"--{key} {options[f'calibrate_{key}']}")
+    return " ".join(parts)
+
+
 def read_run(folder) -> TrainingRun | None:
     """The run in ``folder`` (None when it holds neither ``run.json`` nor ``status.json``).
 
     A run with a request and no status yet is ``starting``. A status of ``running`` whose process
-    no longer exists reads as ``interrupted``; a run whose process ended while ``starting`` (before
-    its first step) reads as ``failed``, with the error from its log as the message.
+    no longer exists reads as ``interrupted`` (``calibrating``: ``finished``, not calibrated); a
+    run whose process ended while ``starting`` (before its first step) reads as ``failed``, with
+    the error from its log as the message.
     """
     folder = Path(folder)
     request = _read_json(folder / REQUEST)
@@ -250,6 +287,12 @@ def read_run(folder) -> TrainingRun | None:
         status = {**status, "state": "interrupted",
                   "message": "the training process ended without saying why (machine off or "
                              "process killed); resume continues from its last checkpoint"}
+    elif status.get("state") == "calibrating" and not _alive(status.get("pid"), folder):
+        command = calibrate_command(status.get("model") or folder / MODEL, request.get("options", {}))
+        status = {**status, "state": "finished",
+                  "message": "training finished and the model was saved, but the process ended while "
+                             "calibrating it (machine off or process killed), so the model is not "
+                             f"calibrated; calibrate it with {command}"}
     return TrainingRun(folder, folder.name, request, status)
 
 
@@ -305,8 +348,9 @@ def launch(run_folder: Path, options: dict, *, user: str | None = None, resume: 
     # the process runs in the repository (python -m app): paths must not depend on our cwd
     folder = Path(run_folder).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    if options.get("data"):
-        options = {**options, "data": str(Path(options["data"]).expanduser().resolve())}
+    for key in ("data", "calibrate_data"):
+        if options.get(key):
+            options = {**options, key: str(Path(options[key]).expanduser().resolve())}
     args = train_arguments(folder, options) + (["--resume"] if resume else [])
     if python is None and getattr(sys, "frozen", False):  # the PyInstaller bundle: its own program
         cmd = [sys.executable, *args]

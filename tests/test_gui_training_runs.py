@@ -1,5 +1,6 @@
 """The Training runs window (Models > Training runs), driven offscreen like a user would, with
-real training processes: a tiny run started from the form, its model used once calibrated; a long
+real training processes: a tiny run started from the form, its model used once calibrated (by hand,
+or at the end of a run given a calibration folder); a long
 run stopped, shown stopped with Resume enabled, resumed; the window closed while a run goes on.
 
 Every training process a test starts is killed at its end (fixture ``window``).
@@ -129,6 +130,93 @@ def test_a_run_from_the_form_finishes_and_its_calibrated_model_is_used(qtbot, wi
     qtbot.waitUntil(lambda: w.bundle is not None or w.model_error is not None, timeout=60_000)
     assert w.model_error is None and w.bundle.path == run.model
     assert w.bundle.sha256 in {m["sha256"] for m in w.store.models()}  # registered as opened
+
+
+def held_out_folder(folder):
+    """One generated weld (seed 1000, never a training weld here) as radiograph + mask PNGs."""
+    from skimage import io
+
+    from core.synthetic import generate_weld
+
+    folder.mkdir()
+    weld = generate_weld(1000, shape=(400, 1200))
+    io.imsave(folder / "held-out.png", weld.image.astype(np.uint16), check_contrast=False)
+    io.imsave(folder / "held-out_mask.png", weld.mask.astype(np.uint8) * 255, check_contrast=False)
+    return folder
+
+
+def test_a_run_from_the_form_with_a_calibration_folder_ends_calibrated_and_is_used_at_once(
+        qtbot, window, tmp_path):
+    from app.training_runs import CALIBRATION_TIP
+
+    w = window
+    held_out = held_out_folder(tmp_path / "held out")
+    dialog = open_from_menu(w)
+    click(qtbot, dialog.new_button)
+    form = dialog.form
+    assert form.calibration.text() == "" and "never the training ones" in form.calibration.toolTip()
+    assert form.calibration.toolTip() == CALIBRATION_TIP and "used at once" in CALIBRATION_TIP
+    assert form.fpr.value() == 0.001  # weldreview calibrate's default
+    form.name.setText("calibrated")
+    ok = form.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    form.data.setText(str(held_out))
+    form.calibration.setText(str(held_out) + "/")
+    click(qtbot, ok)  # the calibration folder must not be the training one
+    assert form.isVisible() and "calibration folder is the data folder" in form.error.text()
+    form.calibration.setText(str(tmp_path / "no such folder"))
+    click(qtbot, ok)
+    assert form.isVisible() and "no such folder (the calibration folder)" in form.error.text()
+    form.data.setText("")
+    form.calibration.setText(str(held_out))
+    form.synthetic.setValue(1)
+    form.steps.setValue(4)
+    form.batch.setValue(2)
+    form.fpr.setValue(0.05)  # 80 okay patches: seconds
+    click(qtbot, ok)
+    assert not form.isVisible()
+
+    def state():
+        dialog.refresh()
+        return state_of(dialog, "calibrated")
+
+    qtbot.waitUntil(lambda: state() in ("calibrating", "finished", "failed", "interrupted"),
+                    timeout=RUN_TIMEOUT_MS)
+    run = dialog.run_named("calibrated")
+    assert run.state == "calibrating", run.status  # the model is saved; calibration takes seconds
+    assert row_text(dialog, "calibrated", "State") == "calibrating..."
+    assert row_text(dialog, "calibrated", "Progress") == "100%" and dialog.table.cellWidget(0, 2).value() == 1000
+    assert row_text(dialog, "calibrated", "Step") == "4/4"
+    assert not dialog.use_button.isEnabled()  # not before it is calibrated
+    assert "calibrating..." in dialog.details.toPlainText()
+    qtbot.waitUntil(lambda: state() in ("finished", "failed", "interrupted"), timeout=RUN_TIMEOUT_MS)
+    run = dialog.run_named("calibrated")
+    assert run.state == "finished", run.status
+    assert run.request["options"]["calibrate_data"] == str(held_out)
+    assert run.request["options"]["calibrate_fpr"] == 0.05
+    assert "calibrated on the radiographs of" in run.status["message"]
+    assert "thresholds |mean| > " in dialog.details.toPlainText()
+
+    n = len(dialog.messages)
+    click(qtbot, dialog.use_button)  # calibrated: used at once, no calibrate message
+    assert w.model_path == run.model
+    assert not any("not calibrated" in m for m in dialog.messages[n:])
+    assert dialog.messages[-1] == f"The main window now scans with {run.model}."
+    qtbot.waitUntil(lambda: w.bundle is not None or w.model_error is not None, timeout=60_000)
+    assert w.model_error is None and w.bundle.path == run.model
+    assert w.bundle.thresholds.fpr_target == 0.05 and w.bundle.thresholds.n_okay == 80
+
+
+def test_a_calibrating_run_reads_calibrating_in_the_table(tmp_path):
+    from app.training_runs import row_cells, state_text
+    from core import training_runs as tr
+
+    status = {"state": "calibrating", "step": 30, "steps": 100, "elapsed_s": 600.0, "budget_s": 600.0,
+              "loss": 0.1, "samples_per_s": 20.0}
+    run = tr.TrainingRun(tmp_path, "night", {"created": 1.0}, status)
+    cells = row_cells(run)
+    assert cells[1] == "calibrating..." and cells[2] == "100%" and cells[3] == "30/100" and cells[5] == "-"
+    (tmp_path / tr.STOP).touch()
+    assert state_text(run) == "stopping..."
 
 
 def test_stop_shows_stopped_with_resume_and_closing_the_window_never_stops_a_run(qtbot, window):

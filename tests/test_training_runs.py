@@ -27,6 +27,9 @@ TIMEOUT_S = 180
 TINY = {"synthetic": 1, "steps": 4, "batch": 2, "seed": 0}
 LONG = {"synthetic": 1, "steps": 100_000, "batch": 2, "seed": 0}
 OVER = ("finished", "stopped", "failed", "interrupted")
+# calibration at the end on one held-out generated weld (seed 1000), cheaply: 60 patches at 5 %
+CALIBRATE = {"calibrate_synthetic": 1, "calibrate_fpr": 0.05, "calibrate_patches": 60}
+CALIBRATE_CLI = ["--synthetic", "1", "--fpr", "0.05", "--patches", "60", "--seed", "1000"]
 
 
 @pytest.fixture
@@ -99,11 +102,119 @@ def test_a_run_trains_in_its_own_process_and_says_finished(runs):
     assert [r.name for r in list_runs(folder=runs.base)] == ["tiny"]
 
 
+def test_a_run_calibrates_its_model_at_the_end_as_weldreview_calibrate_does(runs, tmp_path, capsys):
+    import json
+    import shutil
+
+    from app.cli import main
+
+    folder = runs.start("calibrated", {**TINY, **CALIBRATE})
+    seen = set()
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:  # every state it passes through (calibrating takes seconds)
+        run = read_run(folder)
+        seen.add(run.state)
+        if run.state == "calibrating":
+            assert run.fraction == 1.0 and run.seconds_left is None and run.can_stop
+            assert "calibrating on 1 held-out synthetic weld" in run.status["message"]
+        if over(run):
+            break
+        time.sleep(0.05)
+    assert run.state == "finished", (run.status, log_tail(run))
+    assert {"running", "calibrating", "finished"} <= seen, seen
+    message = run.status["message"]
+    assert message.startswith("wrote ") and "calibrated on 1 held-out synthetic weld: thresholds |mean| > " in message
+    assert "thresholds: |mean| > " in log_tail(run)  # the line weldreview calibrate prints
+    assert tr._children[run.status["pid"]].wait(timeout=30) == 0
+    stored = json.loads(run.model.with_suffix(".json").read_text())
+
+    # the same model calibrated by hand on the same held-out weld and seed: the same thresholds
+    copy = tmp_path / "by-hand.keras"
+    shutil.copyfile(run.model, copy)
+    copy.with_suffix(".json").write_text(json.dumps({k: v for k, v in stored.items()
+                                                     if k not in ("thresholds", "okay_scores")}))
+    assert main(["calibrate", str(copy), *CALIBRATE_CLI]) == 0
+    by_hand = json.loads(copy.with_suffix(".json").read_text())
+    assert stored["thresholds"] == by_hand["thresholds"]
+    assert stored["okay_scores"] == by_hand["okay_scores"]
+    assert f"{stored['thresholds']['mean']:.5f}" in message
+    assert capsys.readouterr().out.startswith("thresholds: ")
+
+
+def test_calibration_on_the_training_radiographs_is_refused(tmp_path, capsys):
+    from app.cli import main
+
+    data = tmp_path / "films"
+    data.mkdir()
+    (tmp_path / "same").symlink_to(data)
+    out = tmp_path / "m.keras"
+    base = ["train", "--steps", "2", "--batch", "2", "--quiet", "--out", str(out)]
+    for given in (str(data), str(tmp_path / "same"), str(data) + "/."):
+        assert main([*base, "--data", str(data), "--calibrate-data", given]) == 2
+        err = capsys.readouterr().err
+        assert "--calibrate-data is the training folder --data" in err and "held-out" in err
+    # generated welds: the held-out seeds must not overlap the training ones
+    assert main([*base, "--synthetic", "3", "--seed", "999", "--calibrate-synthetic", "1"]) == 2
+    assert "overlap the training welds (seeds 999..1001" in capsys.readouterr().err
+    # an FPR the patches cannot support is refused before training, not hours later
+    assert main([*base, "--synthetic", "1", "--calibrate-synthetic", "1", "--calibrate-fpr", "0.01",
+                 "--calibrate-patches", "100"]) == 2
+    assert "at least 300 are needed" in capsys.readouterr().err
+    assert main([*base, "--synthetic", "1", "--calibrate-fpr", "0.05"]) == 2  # calibrate on what?
+    assert "--calibrate-fpr needs --calibrate-data DIR and/or --calibrate-synthetic N" in capsys.readouterr().err
+    assert main([*base, "--synthetic", "1", "--calibrate-data", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "--calibrate-data: " in err and "not a folder" in err
+    assert not out.exists()
+
+
+def test_a_failed_or_stopped_calibration_leaves_the_model_saved_and_says_why(tmp_path, capsys):
+    import argparse
+
+    import numpy as np
+    from skimage import io
+
+    from app.cli import main
+    from app.commands.train import NOT_CALIBRATED, _calibrate
+    from core.modelfile import load_model
+    from core.training_runs import StatusWriter
+
+    flat = tmp_path / "flat"  # a radiograph without a weld: no okay weld patches to calibrate on
+    flat.mkdir()
+    rng = np.random.default_rng(0)
+    io.imsave(flat / "plate.png", (30000 + 500 * rng.standard_normal((300, 900))).astype(np.uint16),
+              check_contrast=False)
+    out, run = tmp_path / "m.keras", tmp_path / "run"
+    rc = main(["train", "--synthetic", "1", "--steps", "2", "--batch", "2", "--perturbations", "dogbone",
+               "--precision", "off", "--quiet", "--out", str(out), "--run", str(run),
+               "--calibrate-data", str(flat), "--calibrate-fpr", "0.05"])
+    assert rc == NOT_CALIBRATED == 3
+    status = read_run(run).status
+    assert status["state"] == "finished" and out.is_file()
+    assert load_model(out).thresholds is None
+    assert status["message"].startswith(f"wrote {out} ")
+    assert ". The model is not calibrated, because the calibration failed (CalibrationError: no held-out " \
+           "radiograph with a weld region to draw okay patches from); calibrate it on held-out radiographs " \
+           f"with weldreview calibrate \"{out}\" --data FOLDER before scanning with it" in status["message"]
+    assert "The model is not calibrated" in capsys.readouterr().err
+
+    # a stop asked for while calibrating ends the calibration: finished, not calibrated
+    writer = StatusWriter(run, model=out, budget_s=None, steps=2)
+    args = argparse.Namespace(calibrate_data=None, calibrate_synthetic=1, calibrate_fpr=0.05,
+                              calibrate_patches=None, calibrate_seed=None, quiet=True)
+    (run / STOP).touch()
+    assert _calibrate(args, out, writer, writer.stop_requested, f"wrote {out}") == NOT_CALIBRATED
+    status = read_run(run).status
+    assert status["state"] == "finished" and not (run / STOP).exists()
+    assert "not calibrated, because the calibration was stopped" in status["message"]
+    assert load_model(out).thresholds is None
+
+
 def test_stop_checkpoints_and_resume_finishes_by_the_time_budget(runs):
     from core.modelfile import load_model
 
     budget_min = 0.2  # 12 s of training in all, resumed sessions included
-    folder = runs.start("budget", {**LONG, "budget_min": budget_min})
+    folder = runs.start("budget", {**LONG, "budget_min": budget_min, **CALIBRATE})
     run = wait(folder, stepping(1))
     assert run.state == "running", (run.status, log_tail(run))
     assert 0 < run.fraction < 1 and run.seconds_left > 0
@@ -113,7 +224,7 @@ def test_stop_checkpoints_and_resume_finishes_by_the_time_budget(runs):
     assert stopping.state == "running" and not stopping.can_stop  # the window shows "stopping..."
     run = wait(folder, over)
     assert run.state == "stopped", (run.status, log_tail(run))
-    assert "stopped at step" in run.status["message"]
+    assert "stopped at step" in run.status["message"]  # stopped: no calibration
     assert (folder / "model.ckpt").is_dir() and run.can_resume
     assert not (folder / STOP).exists() and not run.model.exists()
     stopped_at = run.status["step"]
@@ -125,10 +236,15 @@ def test_stop_checkpoints_and_resume_finishes_by_the_time_budget(runs):
     run = wait(folder, over)
     assert run.state == "finished", (run.status, log_tail(run))
     assert run.request["launches"] == 2 and run.fraction == 1.0
-    t = load_model(run.model).metadata["training"]
+    bundle = load_model(run.model)
+    t = bundle.metadata["training"]
     assert t["resumed_from"] == str(folder / "model.ckpt")
     assert t["stopped_by_budget"] and t["elapsed_s"] >= budget_min * 60
     assert t["steps"] == run.status["step"] > stopped_at
+    # the resumed launch calibrated at its end, with the options stored in run.json
+    assert "--calibrate-synthetic" in run.request["command"] and "--resume" in run.request["command"]
+    assert bundle.thresholds is not None and bundle.thresholds.n_okay == 60
+    assert "calibrated on 1 held-out synthetic weld" in run.status["message"]
 
 
 def test_sigterm_as_at_logout_stops_with_a_checkpoint(runs):
@@ -245,6 +361,28 @@ def test_a_running_status_without_its_process_reads_interrupted(tmp_path):
     # a finished run's status stands whatever its process does
     tr._write_json(folder / tr.STATUS, {**status, "state": "finished"})
     assert read_run(folder).state == "finished"
+
+
+def test_a_calibrating_run_is_over_its_training_and_reads_finished_once_its_process_is_gone(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    options = {"synthetic": 1, "calibrate_data": "/films/held out", "calibrate_fpr": 0.01}
+    tr._write_json(folder / tr.REQUEST, {"options": options, "created": 1.0})
+    status = {"state": "calibrating", "step": 40, "steps": 100, "elapsed_s": 60.0, "pid": os.getpid(),
+              "model": str(folder / MODEL), "message": "wrote ...; calibrating on ..."}
+    tr._write_json(folder / tr.STATUS, status)
+    run = TrainingRun(folder, "run", {}, status)  # as read while its process lives
+    assert run.fraction == 1.0 and run.seconds_left is None  # stopped by its budget: still 100 %
+    assert run.can_stop and not run.can_resume
+    (folder / STOP).touch()
+    assert not run.can_stop
+    # its process gone (machine off): the model was saved, but it is not calibrated
+    run = read_run(folder)  # this pid is not a `--run` process
+    assert run.state == "finished" and not run.can_resume and not run.can_stop
+    assert "not calibrated" in run.status["message"]
+    assert (f'weldreview calibrate "{folder / MODEL}" --data "/films/held out" --fpr 0.01'
+            in run.status["message"])
+    assert tr.calibrate_command("m.keras", {}) == 'weldreview calibrate "m.keras" --data FOLDER'
 
 
 def test_a_run_started_from_a_shell_is_listed_but_not_resumed_from_here(tmp_path):

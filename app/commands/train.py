@@ -28,6 +28,15 @@ radiograph when no weld is found), as the scan and the benchmark work.
 Ctrl-C (or SIGTERM, as at logout) stops after the current step and writes a checkpoint;
 ``--resume`` continues it. ``--run DIR`` makes the run watchable: a status file there, and a STOP
 file to stop it (core.training_runs; the application's Training runs window uses it).
+
+``--calibrate-data DIR`` (held-out accepted radiographs, never the training ones) and/or
+``--calibrate-synthetic N`` calibrate the model once training has finished (not when it is
+stopped), exactly as ``weldreview calibrate MODEL --data DIR --synthetic N`` would (``--calibrate-fpr``,
+``--calibrate-patches`` and ``--calibrate-seed`` are its ``--fpr``, ``--patches`` and ``--seed``),
+so the model can be used at once; a run's status says ``calibrating`` meanwhile, and a stop
+request ends the calibration. A failed or stopped calibration leaves the model saved without
+thresholds and the exit status is 3 (0: trained, and calibrated when asked; 1: an error; 2: bad
+options; 130: stopped with a checkpoint).
 """
 
 from __future__ import annotations
@@ -84,6 +93,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--run", metavar="DIR", help="training-run folder (core.training_runs): status.json is "
                    "written there as training goes, and creating DIR/STOP stops it with a checkpoint; "
                    "the application's Models > Training runs window starts runs this way")
+    cal = p.add_argument_group(
+        "calibration at the end",
+        "calibrate the trained model as `weldreview calibrate` does, on held-out radiographs (never\n"
+        "the training ones), once training has finished; a failed or stopped calibration leaves the\n"
+        "model saved without thresholds and the exit status is 3")
+    cal.add_argument("--calibrate-data", metavar="DIR", help="folder of held-out accepted radiographs (same "
+                     "layouts as --data; masks where they have defects, unmasked ones must be defect-free); "
+                     "not the --data folder")
+    cal.add_argument("--calibrate-synthetic", type=int, metavar="N", help="calibrate on N held-out generated "
+                     "welds (seeds from --calibrate-seed; must not overlap the training welds' seeds)")
+    cal.add_argument("--calibrate-fpr", type=float, metavar="FPR",
+                     help="target patch-level false-positive rate (calibrate's --fpr; default 0.001)")
+    cal.add_argument("--calibrate-patches", type=int, metavar="N",
+                     help="okay patches to score (calibrate's --patches; default 4 / fpr)")
+    cal.add_argument("--calibrate-seed", type=int, metavar="SEED", help="first seed of the held-out "
+                     "synthetic welds and of the patch draws (calibrate's --seed; default 1000)")
     p.add_argument("--from-verdicts", action="store_true",
                    help="fine-tune the active model on the verdicts given (as `weldreview retrain --from-verdicts`)")
     p.set_defaults(func=run)
@@ -186,6 +211,107 @@ class ProgressBar:
         self.stream.flush()
 
 
+NOT_CALIBRATED = 3  # exit status: trained and saved, but the asked-for calibration failed or was stopped
+
+
+def _wants_calibration(args) -> bool:
+    return bool(getattr(args, "calibrate_data", None) or getattr(args, "calibrate_synthetic", None))
+
+
+def _check_calibration(args) -> str | None:
+    """Why the calibration options cannot work (checked before training, not hours later), or None."""
+    if not _wants_calibration(args):
+        given = [f"--calibrate-{name}" for name in ("fpr", "patches", "seed")
+                 if getattr(args, f"calibrate_{name}", None) is not None]
+        if given or getattr(args, "calibrate_synthetic", None) is not None:  # --calibrate-synthetic 0
+            return f"{', '.join(given) or '--calibrate-synthetic 0'} needs --calibrate-data DIR and/or " \
+                   "--calibrate-synthetic N (held-out radiographs to calibrate on)"
+        return None
+    from app.commands.calibrate import DEFAULT_FPR, DEFAULT_SEED, patch_count
+    from core.errors import WeldreviewError
+
+    if args.calibrate_synthetic is not None and args.calibrate_synthetic < 0:
+        return f"--calibrate-synthetic must be a number of welds, got {args.calibrate_synthetic}"
+    try:
+        patch_count(DEFAULT_FPR if args.calibrate_fpr is None else args.calibrate_fpr, args.calibrate_patches)
+    except WeldreviewError as exc:
+        return f"--calibrate-fpr/--calibrate-patches: {exc}"
+    seed = DEFAULT_SEED if args.calibrate_seed is None else args.calibrate_seed
+    if args.calibrate_synthetic and args.synthetic and \
+            seed < args.seed + args.synthetic and args.seed < seed + args.calibrate_synthetic:
+        return (f"the held-out synthetic welds (seeds {seed}..{seed + args.calibrate_synthetic - 1}, "
+                f"--calibrate-seed) overlap the training welds (seeds {args.seed}.."
+                f"{args.seed + args.synthetic - 1}, --seed): calibrate on welds the model never saw")
+    if args.calibrate_data:
+        from core.datasets import load_dataset
+
+        folder = Path(args.calibrate_data).expanduser().resolve()
+        held_out = "the thresholds must be set on held-out radiographs the model never saw, not on " \
+                   "patches it has learned; give a folder of other accepted radiographs"
+        if args.data and folder == Path(args.data).expanduser().resolve():
+            return f"--calibrate-data is the training folder --data ({folder}): {held_out}"
+        try:
+            calibration = {item.path.resolve() for item in load_dataset(folder)}  # lists, reads no pixels
+        except WeldreviewError as exc:
+            return f"--calibrate-data: {exc}"
+        try:
+            training = {item.path.resolve() for item in load_dataset(args.data, include_unmasked=False)} \
+                if args.data else set()
+        except WeldreviewError:
+            training = set()  # training says what is wrong with --data when it reads it
+        shared = sorted(calibration & training)
+        if shared:
+            return (f"--calibrate-data holds {len(shared)} of the training radiographs (--data), "
+                    f"{shared[0].name} among them: {held_out}")
+    return None
+
+
+def _calibrate(args, out: Path, status, cancel, trained: str) -> int:
+    """Calibrate the freshly trained ``out`` as ``weldreview calibrate`` would; the exit status."""
+    from app.commands.calibrate import DEFAULT_FPR, DEFAULT_SEED, calibrate_file, thresholds_line
+    from core.calibration import describe
+
+    sources = " and ".join(filter(None, [
+        args.calibrate_data and f"the radiographs of {args.calibrate_data}",
+        args.calibrate_synthetic and f"{args.calibrate_synthetic} held-out synthetic "
+                                     f"weld{'s' if args.calibrate_synthetic > 1 else ''}"]))
+    _say(args, f"calibrating {out.name} on {sources} ...")
+    if status is not None:
+        status.calibrating(f"{trained}; calibrating on {sources}")
+
+    def progress(done, total):
+        if status is not None:
+            status.calibrating(f"{trained}; calibrating on {sources}: {done}/{total} okay patches scored",
+                               force=False)
+
+    try:
+        thr, pixel = calibrate_file(
+            out, data=args.calibrate_data, synthetic=args.calibrate_synthetic or 0,
+            seed=DEFAULT_SEED if args.calibrate_seed is None else args.calibrate_seed,
+            fpr=DEFAULT_FPR if args.calibrate_fpr is None else args.calibrate_fpr, patches=args.calibrate_patches,
+            progress=progress, cancel=cancel)
+    except BaseException as exc:  # the model stays saved whatever went wrong; say why
+        from core.scanning import ScanCancelled
+
+        why = ("the calibration was stopped" if isinstance(exc, (ScanCancelled, KeyboardInterrupt))
+               else f"the calibration failed ({type(exc).__name__}: {exc})")
+        message = (f"{trained}. The model is not calibrated, because {why}; calibrate it on held-out "
+                   f"radiographs with weldreview calibrate \"{out}\" --data FOLDER before scanning with it")
+        if status is not None:
+            status.finish("finished", message)
+        print(f"weldreview train: {message}", file=sys.stderr)
+        if not isinstance(exc, Exception) and not isinstance(exc, KeyboardInterrupt):
+            raise  # SystemExit and the like
+        return NOT_CALIBRATED
+    line = thresholds_line(thr, pixel)
+    if status is not None:
+        status.finish("finished", f"{trained}; calibrated on {sources}: thresholds {describe(thr)} "
+                                  f"(target FPR {thr.fpr_target:g}, achieved {thr.fpr_achieved:.5f}, "
+                                  f"{thr.n_okay} okay patches)")
+    print(line)
+    return 0
+
+
 def run(args) -> int:
     sigma = getattr(args, "background", None)
     method = getattr(args, "background_method", None) or "twicing"
@@ -197,6 +323,10 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     if getattr(args, "from_verdicts", False):
+        if _wants_calibration(args):
+            print("weldreview train: --calibrate-data/--calibrate-synthetic do not apply to --from-verdicts: "
+                  "it calibrates the retrained model on held-back verdicts itself", file=sys.stderr)
+            return 2
         if sigma is not None:
             print("weldreview train: --background does not apply to --from-verdicts: the retrained "
                   "model keeps the normalisation of its parent (the active model)", file=sys.stderr)
@@ -207,6 +337,10 @@ def run(args) -> int:
     _apply_preset(args)
     if not args.data and not args.synthetic:
         print("weldreview train: give --data DIR and/or --synthetic N (or --preset demo)", file=sys.stderr)
+        return 2
+    problem = _check_calibration(args)
+    if problem is not None:
+        print(f"weldreview train: {problem}", file=sys.stderr)
         return 2
     from core.loss import LossWeights
     from core.model import DROPOUT
@@ -264,26 +398,31 @@ def run(args) -> int:
 
     bar = None if args.quiet else ProgressBar()
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        bundle = train(config, sampler.okay, sources, progress=progress, cancel=cancel, resume_from=resume)
-    except TrainingCancelled as exc:
-        message = (f"stopped at step {exc.step}; continue with the same command and --resume "
-                   f"(checkpoint {exc.checkpoint})")
+    try:  # the handlers stay over the calibration too: a stop request ends it
+        try:
+            bundle = train(config, sampler.okay, sources, progress=progress, cancel=cancel,
+                           resume_from=resume)
+        except TrainingCancelled as exc:
+            message = (f"stopped at step {exc.step}; continue with the same command and --resume "
+                       f"(checkpoint {exc.checkpoint})")
+            if status is not None:
+                status.finish("stopped", message)
+            print(f"weldreview train: {message}", file=sys.stderr)
+            return 130
+        except BaseException as exc:
+            if status is not None:
+                status.finish("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        t = bundle.metadata["training"]
+        message = (f"wrote {bundle.path} ({t['steps']} steps, {t['elapsed_s'] / 60:.1f} min, final loss "
+                   f"{t['final_losses']['total']:.4g}, sha256 {bundle.sha256[:12]})")
+        print(message, flush=True)
+        if _wants_calibration(args):
+            del bundle  # the calibration loads the saved model itself
+            return _calibrate(args, out, status, cancel, message)
         if status is not None:
-            status.finish("stopped", message)
-        print(f"weldreview train: {message}", file=sys.stderr)
-        return 130
-    except BaseException as exc:
-        if status is not None:
-            status.finish("failed", f"{type(exc).__name__}: {exc}")
-        raise
+            status.finish("finished", message)
+        return 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    t = bundle.metadata["training"]
-    message = (f"wrote {bundle.path} ({t['steps']} steps, {t['elapsed_s'] / 60:.1f} min, final loss "
-               f"{t['final_losses']['total']:.4g}, sha256 {bundle.sha256[:12]})")
-    if status is not None:
-        status.finish("finished", message)
-    print(message)
-    return 0
