@@ -398,11 +398,13 @@ def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px: int 
         edge_band_px=edge_band_px)
 
 
-def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_band_px: int = 0):
+def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_band_px: int = 0,
+                             calibration_scores=None):
     """:func:`evaluate_ood` for any ``score(patches, regions) -> (N, 2) or (N, 4)`` of the residual tests.
 
     Four columns: interior and edge band of the weld region, ``edge_band_px`` wide (recorded with
-    the thresholds).
+    the thresholds). ``calibration_scores`` replaces the scores of the calibration okay patches
+    (thresholds from other okay patches, e.g. pooled over several films).
 
     ``regions`` is None when the patch sets have none. Used for the OOD detector and for reference
     detectors (a high-pass filter in place of the autoencoder, ``core.learning_curve``).
@@ -410,7 +412,9 @@ def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_b
     from core.calibration import calibrate
 
     regions = patch_sets.regions or {}
-    scores = {"calibration_okay": score(patch_sets.calibration_okay, regions.get("calibration_okay"))}
+    if calibration_scores is None:
+        calibration_scores = score(patch_sets.calibration_okay, regions.get("calibration_okay"))
+    scores = {"calibration_okay": np.asarray(calibration_scores)}
     scores.update(_split_scores(score, patch_sets, with_regions=True))
     thr = calibrate(scores["calibration_okay"], fpr=fpr, edge_band_px=edge_band_px)
     okay_combined = thr.combined(scores["test_okay"])

@@ -258,6 +258,17 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
     if extend and previous is not None:
         points = previous["points"] + points
         trained_by = f"{previous.get('command')}; then {command}"
+    from core.scanning import patch_scores
+
+    final = load_model(work / f"model_{minutes[-1]:g}min.keras").model
+    across = calibration_across_films(
+        lambda x, r: patch_scores(x, final, regions=r, edge_band_px=EDGE_BAND_PX), split, sets_roi,
+        n_per_film=budget_obj.n_calibration // 2, fpr=budget_obj.fpr)
+    if across is not None:
+        across["minutes"] = minutes[-1]
+        log("calibration across films: FPR on the film left out " + ", ".join(
+            f"{name} {100 * v['fpr']:.2f} %" for name, v in across["films"].items())
+            + f"; pooled thresholds: FPR test {100 * across['pooled']['fpr_test']:.2f} %")
     result = {
         "label": recipe.label, "command": trained_by, "recipe": asdict(recipe),
         "reevaluated_by": command if reevaluate else None,
@@ -265,6 +276,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
         "budget": budget_obj.name, "machine": machine_description(), "split": split.to_dict(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "patch_counts": sets_roi.counts(), "points": points, "highpass": {}, "whole_image": None,
+        "calibration_across_films": across,
     }
     for sigma in HIGHPASS_SIGMAS:
         numbers, _ = evaluate_residual_scores(highpass_scorer(sigma, EDGE_BAND_PX), sets_roi,
@@ -290,6 +302,53 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
         log(f"report {out / 'report.md'} updated with the learning curve")
     log(f"learning curve written to {out / 'learning_curve.json'} after {result['wall_seconds']:.0f} s")
     return result
+
+
+def calibration_across_films(score, split, patch_sets, *, n_per_film: int, fpr: float,
+                             edge_band_px: int = EDGE_BAND_PX, seed: int = 7) -> dict:
+    """Calibration pooled over the training-side films, and the FPR it reaches on other films.
+
+    Every training-side radiograph (training and calibration films) gives ``n_per_film`` okay
+    patches of its weld region. Leave one film out: thresholds from the others' pooled patches,
+    FPR reached on the film left out (its patches were never used to set them; a training film's
+    patches were seen in training, so its FPR is the optimistic one). Then thresholds from all of
+    them, applied to the test sets: the TPR and the test films' FPR of pooled calibration.
+
+    Parameters
+    ----------
+    score : callable
+        ``score(patches, regions)`` -> (N, 4) scores (``patch_scores`` with an edge band).
+    split : core.benchmark.Split
+    patch_sets : core.benchmark.PatchSets
+        The weld-region test sets of the curve.
+
+    Returns
+    -------
+    dict or None
+        ``films``: name -> ``{"role", "fpr", "n"}``; ``pooled``: the numbers of
+        ``evaluate_residual_scores`` with the pooled thresholds. None with fewer than two
+        training-side films.
+    """
+    from core.calibration import calibrate
+
+    films = [(it, "training") for it in split.train] + [(it, "calibration") for it in split.calibration]
+    if len(films) < 2:
+        return None  # nothing to leave out
+    scores = {}
+    rng = np.random.default_rng(seed)
+    for item, _ in films:
+        x, r = patch_sampler([item], seed=seed, roi=True).okay_with_roi(n_per_film, rng=rng)
+        scores[item.name] = score(x, r)
+    out = {"n_per_film": n_per_film, "films": {}}
+    for item, role in films:
+        others = np.concatenate([v for k, v in scores.items() if k != item.name])
+        thr = calibrate(others, fpr=fpr, edge_band_px=edge_band_px)
+        out["films"][item.name] = {"role": role, "n": n_per_film,
+                                   "fpr": float(np.mean(thr.flagged(scores[item.name])))}
+    numbers, _ = evaluate_residual_scores(score, patch_sets, fpr=fpr, edge_band_px=edge_band_px,
+                                          calibration_scores=np.concatenate(list(scores.values())))
+    out["pooled"] = _point(numbers)
+    return out
 
 
 def load_curves(out) -> list[dict]:

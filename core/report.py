@@ -422,6 +422,18 @@ def learning_curve_markdown(curves: list[dict]) -> list[str]:
         for sigma, entry in curve.get("highpass", {}).items():
             out.append(_curve_row(f"reference: Gaussian high-pass sigma {sigma} px, same kernel "
                                   "analysis", entry["roi"], sets))
+        across = curve.get("calibration_across_films")
+        if across:
+            out += ["", f"Calibration across films ({across['minutes']:g}-minute model, "
+                    f"{across['n_per_film']} okay weld-region patches per training-side film): "
+                    "thresholds from the other films' patches, FPR reached on the film left out "
+                    "(training films were seen in training, so theirs is optimistic): "
+                    + ", ".join(f"{name} ({v['role']}) {100 * v['fpr']:.2f} %"
+                                for name, v in across["films"].items()) + ".", "",
+                    "| training | FPR calib % | FPR test % | " + " | ".join(sets) + " |",
+                    "|" + "---|" * (len(sets) + 3),
+                    _curve_row(f"{across['minutes']:g} min, thresholds pooled over every "
+                               "training-side film", across["pooled"], sets)]
         figure = curve.get("figure", "figures/learning_curve.png")
         out += ["", f"![learning curve {curve.get('label', '')}]({figure})", ""]
     for curve in curves:

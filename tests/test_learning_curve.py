@@ -135,3 +135,31 @@ def test_twicing_background_leaves_no_offset_on_a_curved_bead():
     assert diff[200, 150] < -0.09  # a small defect keeps its contrast (the operator is linear)
     with pytest.raises(ValueError, match="unknown background method"):
         remove_background(image, 24, "median")
+
+
+def test_calibration_across_films_leaves_each_film_out(gdxray_pair):
+    from core.benchmark import BUDGETS, Split, build_patch_sets, patch_sampler
+    from core.calibration import calibrate
+    from core.datasets import load_dataset
+    from core.learning_curve import calibration_across_films
+
+    a, b = load_dataset(gdxray_pair, include_unmasked=False)
+    split = Split([a], [b], [a], "test split")
+    sets = build_patch_sets(split, BUDGETS["tiny"])
+    score = highpass_scorer(2.0, 32)
+    across = calibration_across_films(score, split, sets, n_per_film=80, fpr=0.05, seed=3)
+    assert set(across["films"]) == {a.name, b.name}
+    assert across["films"][a.name]["role"] == "training" and across["films"][b.name]["role"] == "calibration"
+    # b's FPR comes from thresholds set on a's patches alone: recompute it by hand
+    rng = np.random.default_rng(3)
+    xa, ra = patch_sampler([a], seed=3, roi=True).okay_with_roi(80, rng=rng)
+    xb, rb = patch_sampler([b], seed=3, roi=True).okay_with_roi(80, rng=rng)
+    sa, sb = score(xa, ra), score(xb, rb)
+    thr_a = calibrate(sa, fpr=0.05, edge_band_px=32)
+    assert across["films"][b.name]["fpr"] == pytest.approx(float(np.mean(thr_a.flagged(sb))))
+    pooled = calibrate(np.concatenate([sa, sb]), fpr=0.05, edge_band_px=32)
+    assert across["pooled"]["thresholds"]["mean"] == pytest.approx(pooled.mean)
+    assert across["pooled"]["thresholds"]["edge_band_px"] == 32
+    assert set(across["pooled"]["tpr"]) >= {"circular_hollow", "raster"}
+    assert calibration_across_films(score, Split([a], [], [b], "one film"), sets, n_per_film=80,
+                                    fpr=0.05) is None
