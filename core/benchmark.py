@@ -262,11 +262,15 @@ def patch_sampler(items, *, seed, roi: bool = False):
     return PatchSampler([it.image for it in masked], [it.mask for it in masked], rois=rois, seed=seed)
 
 
-def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED, roi: bool = True) -> PatchSets:
+def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED, roi: bool = True,
+                     indication=None) -> PatchSets:
     """Draw the test and calibration patch sets of one run (reproducible from ``seed``).
 
     With ``roi`` (the default, as the scan works) patches are centred in the weld region of their
     radiograph and only kernels centred in it are scored; without, the whole radiograph is used.
+    ``indication`` maps the synthetic anomalies (``weight * delta``) before they are added, for
+    radiographs that were normalised: ``core.normalise.normalise_indication``, so that an anomaly
+    is what it would have been on the film.
     """
     from core.perturbations import SyntheticAnomalies, apply_perturbation
 
@@ -282,7 +286,10 @@ def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED, roi
     for kind in TEST_ANOMALIES:
         base, regions[kind] = test.okay_with_roi(budget.n_synthetic, rng=rng)
         delta, weight = SyntheticAnomalies(kind).sample(rng, budget.n_synthetic)
-        synthetic[kind] = apply_perturbation(base, delta, weight)
+        if indication is None:
+            synthetic[kind] = apply_perturbation(base, delta, weight)
+        else:
+            synthetic[kind] = (base + indication(weight * delta)).astype(np.float32)
     calib_items = split.calibration or split.train
     calibration_okay, regions["calibration_okay"] = patch_sampler(
         calib_items, seed=seed + 1, roi=roi).okay_with_roi(budget.n_calibration, rng=rng)

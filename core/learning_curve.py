@@ -209,8 +209,17 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
     split = make_split(dataset)
     log(f"split: train {[it.name for it in split.train]}, calibration "
         f"{[it.name for it in split.calibration]}, test {[it.name for it in split.test]}")
-    sets_roi = build_patch_sets(split, budget_obj, roi=True)
-    sets_whole = build_patch_sets(split, budget_obj, roi=False) if compare_whole else None
+    indication = None
+    if recipe.background_sigma:  # synthetic anomalies go through the normalisation, as on a film
+        from functools import partial
+
+        from core.normalise import normalise_indication
+
+        indication = partial(normalise_indication, sigma=recipe.background_sigma,
+                             method=recipe.background_method)
+    sets_roi = build_patch_sets(split, budget_obj, roi=True, indication=indication)
+    sets_whole = (build_patch_sets(split, budget_obj, roi=False, indication=indication)
+                  if compare_whole else None)
     log(f"patch sets (weld region) {sets_roi.counts()}")
 
     sources = _sources(recipe, split.train)

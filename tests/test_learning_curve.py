@@ -163,3 +163,22 @@ def test_calibration_across_films_leaves_each_film_out(gdxray_pair):
     assert set(across["pooled"]["tpr"]) >= {"circular_hollow", "raster"}
     assert calibration_across_films(score, Split([a], [], [b], "one film"), sets, n_per_film=80,
                                     fpr=0.05) is None
+
+
+@pytest.mark.parametrize("method", ["gaussian", "twicing"])
+def test_an_indication_normalised_alone_equals_it_normalised_on_the_film(method):
+    from core.normalise import normalise_indication, remove_background
+
+    rng = np.random.default_rng(4)
+    rows = np.arange(500, dtype=np.float32)[:, None]
+    film = np.repeat(0.3 + 0.4 * np.exp(-((rows - 250) / 80.0) ** 2), 600, axis=1)
+    film = (film + 0.01 * rng.standard_normal(film.shape)).astype(np.float32)
+    blob = np.zeros((192, 192), np.float32)
+    yy, xx = np.mgrid[:192, :192]
+    blob += 0.1 * np.exp(-((yy - 96) ** 2 + (xx - 90) ** 2) / (2 * 9.0 ** 2))
+    on_film = film.copy()
+    on_film[150:342, 200:392] += blob
+    want = (remove_background(on_film, 24, method) - remove_background(film, 24, method))[150:342, 200:392]
+    got = normalise_indication(blob[None], 24, method)[0]
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    assert got.max() < 0.95 * blob.max()  # a smooth blob loses part of its height
