@@ -245,7 +245,8 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
 
         if reevaluate:
             bundle = load_model(path)
-            rate["samples_per_s"] = None
+            t = bundle.metadata["training"]  # mean over the whole run (the original's if stored)
+            rate["samples_per_s"] = round(2 * t["batch"] * t["steps"] / max(t["elapsed_s"], 1e-9), 1)
         else:
             bundle = train(config, okay, sources, progress=progress,
                            resume_from=ckpt if (k or extend) else None)
@@ -262,7 +263,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
         old = previous or {}
         before = {p["minutes"]: p for p in old.get("points", [])}
         for p in points:
-            p["samples_per_s"] = before.get(p["minutes"], {}).get("samples_per_s")
+            p["samples_per_s"] = before.get(p["minutes"], {}).get("samples_per_s") or p["samples_per_s"]
         trained_by = old.get("command", command)
     if extend and previous is not None:
         points = previous["points"] + points
