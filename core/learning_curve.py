@@ -277,7 +277,8 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
     if across is not None:
         across["minutes"] = minutes[-1]
         log("calibration across films: FPR on the film left out " + ", ".join(
-            f"{name} {100 * v['fpr']:.2f} %" for name, v in across["films"].items())
+            f"{name} {100 * v['fpr']:.2f} %" if v["fpr"] is not None else f"{name} skipped"
+            for name, v in across["films"].items())
             + f"; pooled thresholds: FPR test {100 * across['pooled']['fpr_test']:.2f} %")
     result = {
         "label": recipe.label, "command": trained_by, "recipe": asdict(recipe),
@@ -346,11 +347,19 @@ def calibration_across_films(score, split, patch_sets, *, n_per_film: int, fpr: 
         return None  # nothing to leave out
     scores = {}
     rng = np.random.default_rng(seed)
-    for item, _ in films:
-        x, r = patch_sampler([item], seed=seed, roi=True).okay_with_roi(n_per_film, rng=rng)
-        scores[item.name] = score(x, r)
     out = {"n_per_film": n_per_film, "films": {}}
     for item, role in films:
+        try:
+            x, r = patch_sampler([item], seed=seed, roi=True).okay_with_roi(n_per_film, rng=rng)
+        except ValueError as exc:  # a film whose defects leave no room for an okay patch
+            out["films"][item.name] = {"role": role, "n": 0, "fpr": None, "skipped": str(exc)}
+            continue
+        scores[item.name] = score(x, r)
+    if len(scores) < 2:
+        return None
+    for item, role in films:
+        if item.name not in scores:
+            continue
         others = np.concatenate([v for k, v in scores.items() if k != item.name])
         thr = calibrate(others, fpr=fpr, edge_band_px=edge_band_px)
         out["films"][item.name] = {"role": role, "n": n_per_film,

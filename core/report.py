@@ -429,6 +429,8 @@ def learning_curve_markdown(curves: list[dict]) -> list[str]:
                     "thresholds from the other films' patches, FPR reached on the film left out "
                     "(training films were seen in training, so theirs is optimistic): "
                     + ", ".join(f"{name} ({v['role']}) {100 * v['fpr']:.2f} %"
+                                if v.get("fpr") is not None else
+                                f"{name} ({v['role']}) left out: no okay patch of its own"
                                 for name, v in across["films"].items()) + ".", "",
                     "| training | FPR calib % | FPR test % | " + " | ".join(sets) + " |",
                     "|" + "---|" * (len(sets) + 3),

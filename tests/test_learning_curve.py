@@ -163,6 +163,18 @@ def test_calibration_across_films_leaves_each_film_out(gdxray_pair):
     assert set(across["pooled"]["tpr"]) >= {"circular_hollow", "raster"}
     assert calibration_across_films(score, Split([a], [], [b], "one film"), sets, n_per_film=80,
                                     fpr=0.05) is None
+    # a film whose defects leave no room for an okay patch is left out, and said so
+    import dataclasses
+
+    full = dataclasses.replace(b)
+    full.__dict__["mask"] = np.ones_like(b.mask)
+    full.__dict__["name"] = "all-defect"
+    full._weld_region = None
+    again = calibration_across_films(score, Split([a, full], [b], [a], "three"), sets, n_per_film=80,
+                                     fpr=0.05, seed=3)
+    assert again["films"]["all-defect"]["fpr"] is None and "no defect-free" in again["films"]["all-defect"]["skipped"]
+    assert all(0.0 <= again["films"][f.name]["fpr"] <= 1.0 for f in (a, b))
+    assert again["pooled"]["thresholds"]["n_okay"] == 160  # the two films that gave patches
 
 
 @pytest.mark.parametrize("method", ["gaussian", "twicing"])
