@@ -20,7 +20,7 @@ calibrate and scan normalise the same way. ``--background-method``: ``twicing`` 
 the plain ``gaussian`` estimate, which leaves a rounded bead's curvature in. Measured on real GDXray
 films (docs/benchmark/report.md): on raw grey levels the model cannot reproduce the bright bead and
 its residual measures brightness; with ``--background 24`` it finds the synthetic anomaly types
-(circular hollow 98 %, raster 99 % at 0.1 % FPR, against at most 15 % without).
+(circular hollow 84 %, raster 86 % at 0.1 % FPR, against at most 15 % without).
 
 Real radiographs give okay patches from their weld region only (core.roi.find_weld; the whole
 radiograph when no weld is found), as the scan and the benchmark work.
@@ -81,7 +81,7 @@ def add_parser(subparsers) -> None:
                    help="remove the smooth background (SIGMA px; 24 measured) of each radiograph "
                         "before patches are cut; the model records it and calibrate/scan do the same. "
                         "Measured on real films: synthetic anomalies found at 0.1%% FPR rise from at "
-                        "most 15%% to 98-99%% (circular hollow, raster)")
+                        "most 15%% to 84-86%% (circular hollow, raster)")
     p.add_argument("--background-method", choices=("gaussian", "twicing"), default=None,
                    help="background estimate with --background (default twicing: the Gaussian leaves the "
                         "curvature of a rounded bead in the normalised image, core.normalise)")
