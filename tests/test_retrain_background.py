@@ -217,6 +217,23 @@ def test_qualification_scores_each_model_on_its_own_input(world, retrained):
     assert q2.candidate == q.candidate
     assert q2.reference == evaluate(plain, raw_sets)
     assert not np.allclose(raw_sets["okay"], sets["okay"], atol=1e-3)  # the same places, other input
+    # a synthetic anomaly is what it would be on the film: normalised with it, so lower
+    from core.normalise import normalise_indication
+
+    from core.perturbations import ANOMALY_KINDS
+
+    def anomalies(metadata, the_sets):
+        sampler, _ = ts.patch_sampler(store, "holdback", images=images, seed=7, metadata=metadata)
+        rng = np.random.default_rng([7, 2])
+        sampler.okay(60, rng=rng)  # the okay set's draws come first
+        base = sampler.okay(4 * len(ANOMALY_KINDS), rng=rng)
+        return {k: the_sets[f"synthetic:{k}"] - base[j * 4:(j + 1) * 4] for j, k in enumerate(ANOMALY_KINDS)}
+
+    raw_anomalies, normalised = anomalies(None, raw_sets), anomalies(new.metadata, sets)
+    for kind in ("raster", "dogbone"):
+        np.testing.assert_allclose(normalised[kind], normalise_indication(raw_anomalies[kind], SIGMA, METHOD),
+                                   atol=2e-5)
+        assert np.abs(normalised[kind]).max() < np.abs(raw_anomalies[kind]).max()
 
 
 def test_cli_retrains_a_background_model(world, capsys, monkeypatch):
