@@ -100,10 +100,10 @@ class Thresholds:
 
     def combined(self, scores) -> np.ndarray:
         """One score per patch, ``max`` over the columns of score / threshold (> 1: flagged)."""
+        from core.metrics import combined_score
+
         s = np.asarray(scores, dtype=np.float64)
-        t = self.columns(s.shape[1])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(t > 0, s / np.where(t > 0, t, 1.0), np.inf * (s > 0)).max(axis=1)
+        return combined_score(s, self.columns(s.shape[1]))
 
     def to_dict(self) -> dict:
         d = asdict(self)

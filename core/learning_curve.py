@@ -270,7 +270,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
         trained_by = f"{previous.get('command')}; then {command}"
     from core.scanning import patch_scores
 
-    final = load_model(work / f"model_{minutes[-1]:g}min.keras").model
+    final = bundle.model  # the last segment's model
     across = calibration_across_films(
         lambda x, r: patch_scores(x, final, regions=r, edge_band_px=EDGE_BAND_PX), split, sets_roi,
         n_per_film=budget_obj.n_calibration // 2, fpr=budget_obj.fpr)
@@ -297,8 +297,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
             whole, _ = evaluate_residual_scores(highpass_scorer(sigma), sets_whole, fpr=budget_obj.fpr)
             result["highpass"][f"{sigma:g}"]["whole"] = _point(whole)
     if sets_whole is not None:
-        last = load_model(work / f"model_{minutes[-1]:g}min.keras").model
-        numbers, _ = evaluate_ood(last, sets_whole, fpr=budget_obj.fpr)
+        numbers, _ = evaluate_ood(final, sets_whole, fpr=budget_obj.fpr)
         result["whole_image"] = {"minutes": minutes[-1], "patch_counts": sets_whole.counts(),
                                  **_point(numbers)}
     result["wall_seconds"] = round(time.time() - started, 1)

@@ -90,29 +90,37 @@ def auc(fpr, tpr) -> float:
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
 
 
+def threshold_ratio(values, thresholds) -> np.ndarray:
+    """``values / thresholds`` elementwise (broadcast); where a threshold is 0, inf for a positive
+    value and 0 otherwise (a test whose threshold is 0 fails on anything above it)."""
+    v = np.asarray(values, dtype=np.float64)
+    t = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), v.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(t > 0, v / np.where(t > 0, t, 1.0), np.where(v > 0, np.inf, 0.0))
+
+
 def combined_score(scores, thresholds) -> np.ndarray:
-    """One score per patch for the two-test OOD detector: ``max(mean / T_mean, std / T_std)``.
+    """One score per patch for the OOD detector's tests: ``max`` over columns of score / threshold.
 
     Parameters
     ----------
-    scores : array_like of shape (N, 2)
-        Per patch ``(max |local mean|, max local std)`` over the aperture.
-    thresholds : tuple of float
-        ``(T_mean, T_std)``, e.g. from :func:`core.calibration.calibrate`.
+    scores : array_like of shape (N, K)
+        Per patch ``(max |local mean|, max local std)`` over the aperture (K = 2), or that pair
+        for the weld region's interior and for its edge band (K = 4).
+    thresholds : sequence of K floats
+        One threshold per column, e.g. ``core.calibration.Thresholds.columns(K)``.
 
     Returns
     -------
     ndarray of shape (N,)
-        ``> 1`` exactly when the patch fails the mean test or the std test, so sweeping a threshold
-        over this score gives a ROC curve that passes through the calibrated operating point.
+        ``> 1`` exactly when the patch fails one of the tests, so sweeping a threshold over this
+        score gives a ROC curve that passes through the calibrated operating point.
     """
     arr = np.asarray(scores, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"scores must have shape (N, 2), got {arr.shape}")
-    t_mean, t_std = (float(t) for t in thresholds)
-    if t_mean <= 0 or t_std <= 0:
-        raise ValueError(f"thresholds must be positive, got {(t_mean, t_std)}")
-    return np.maximum(arr[:, 0] / t_mean, arr[:, 1] / t_std)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if arr.ndim != 2 or t.shape != (arr.shape[1],):
+        raise ValueError(f"scores of shape (N, K) and K thresholds needed, got {arr.shape} and {t.shape}")
+    return threshold_ratio(arr, t).max(axis=1)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import numpy as np
 
 from core.calibration import Thresholds, thresholds_from_metadata
 from core.errors import CalibrationError
+from core.metrics import threshold_ratio
 from core.model import APERTURE, EDGE_MARGIN, OFFSET, PATCH, STRIDE
 from core.normalise import model_input
 from core.residual import FLAG_MEAN, FLAG_STD, KERNEL_SIZE, aperture_scores, edge_band, local_mean_std
@@ -554,8 +555,8 @@ def find_regions(flags: np.ndarray, local_mean: np.ndarray, local_std: np.ndarra
             t_mean, t_std = threshold_maps(thresholds, zones, glob)
             if zones is not None:
                 t_mean, t_std = t_mean[mask], t_std[mask]
-            mr = _ratio(np.abs(means), t_mean)
-            sr = _ratio(stds, t_std)
+            mr = float(threshold_ratio(np.abs(means), t_mean).max())
+            sr = float(threshold_ratio(stds, t_std).max())
             bbox = (glob[0].start, glob[1].start, glob[0].stop, glob[1].stop)
             size = None
             if pixel_size_um:
@@ -571,14 +572,6 @@ def find_regions(flags: np.ndarray, local_mean: np.ndarray, local_std: np.ndarra
     for i, r in enumerate(regions, start=1):
         r.id = i
     return regions
-
-
-def _ratio(values: np.ndarray, thresholds) -> float:
-    """Largest value / threshold (inf where a threshold is 0 and the value is not)."""
-    t = np.broadcast_to(np.asarray(thresholds, np.float64), values.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(t > 0, values / np.where(t > 0, t, 1.0), np.inf)
-    return float(np.nanmax(r)) if r.size else 0.0
 
 
 # --- patches ----------------------------------------------------------------------------------
