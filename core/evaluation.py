@@ -44,23 +44,25 @@ def evaluate_synthetic(bundle, *, n_radiographs: int = 4, n_okay: int = 2000, n_
     """Score fresh synthetic okay/defect patches and synthetic anomalies with ``bundle``'s thresholds.
 
     Patches are cut from ``core.normalise.model_input`` of each radiograph (the radiograph as the
-    model sees it); synthetic anomalies are pasted into those patches.
+    model sees it); synthetic anomalies are added as they would lie on the film, so for a model
+    with background removal they are normalised with it (``core.normalise.indication_input``).
     """
     from core.imageio import normalise
-    from core.normalise import model_input
-    from core.perturbations import ANOMALY_KINDS, SyntheticAnomalies, apply_perturbation
+    from core.normalise import indication_input, model_input
+    from core.perturbations import ANOMALY_KINDS, SyntheticAnomalies
     from core.sampler import PatchSampler
     from core.scanning import patch_scores, resolve_thresholds
     from core.synthetic import generate_weld
 
     thr = resolve_thresholds(bundle, fpr=fpr)
+    metadata = getattr(bundle, "metadata", None)
     images, masks, rois = [], [], []
     for i in range(n_radiographs):
         weld = generate_weld(seed + i)
         # as the model sees it (background removed where it was trained so); the weld region and
         # defect masks are the generator's, so they are unaffected
         raw = normalise(weld.image, bits_stored=16)[0]
-        images.append(model_input(raw, getattr(bundle, "metadata", None)))
+        images.append(model_input(raw, metadata))
         masks.append(weld.mask)
         rois.append(weld.haz_mask)
     sampler = PatchSampler(images, masks, rois=rois, seed=seed)
@@ -85,7 +87,8 @@ def evaluate_synthetic(bundle, *, n_radiographs: int = 4, n_okay: int = 2000, n_
         delta, weight = SyntheticAnomalies(kind).sample(rng, n_anomaly)
         # the anomaly must lie in the weld region to count (outside it nothing is flagged)
         regions = okay_rois[pick] | (weight > 0)
-        tpr[kind] = float(flagged(apply_perturbation(okay[pick], delta, weight), regions).mean())
+        anomaly = indication_input(weight * delta, metadata)  # as it would lie on the film
+        tpr[kind] = float(flagged(okay[pick] + anomaly, regions).mean())
         counts[kind] = n_anomaly
     return SyntheticEvaluation(tpr=tpr, n_defect=counts, fpr=float(okay_flags.mean()), n_okay=n_okay,
                                thresholds=thr.to_dict())

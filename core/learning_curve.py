@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ import numpy as np
 from core.benchmark import (BUDGETS, OOD_SETS, build_patch_sets, evaluate_ood,
                             evaluate_residual_scores, machine_description, make_split,
                             ood_perturbation_sources, patch_sampler)
+from core.loss import LossWeights
 from core.residual import EDGE_BAND_PX
 
 CURVE_MINUTES = (5, 10, 20, 40)
@@ -52,6 +53,8 @@ class Recipe:
     seed: int = 0
     background_sigma: float | None = None
     background_method: str = "gaussian"
+    gain: float = 1.0
+    per_weight: float = 1.0
 
     @property
     def label(self) -> str:
@@ -60,6 +63,10 @@ class Recipe:
         if self.background_sigma:
             parts.append(f"background{self.background_sigma:g}"
                          + ("" if self.background_method == "gaussian" else f"-{self.background_method}"))
+        if self.gain != 1.0:
+            parts.append(f"gain{self.gain:g}")
+        if self.per_weight != 1.0:
+            parts.append(f"per{self.per_weight:g}")
         if self.seed:
             parts.append(f"seed{self.seed}")
         return "_".join(parts)
@@ -69,9 +76,11 @@ class Recipe:
         norm = (f"; input normalised by background removal, sigma {self.background_sigma:g} px, "
                 f"{self.background_method} estimate (core.normalise)" if self.background_sigma
                 else "; raw grey levels in")
+        gain = f", input gain {self.gain:g} (core.model)" if self.gain != 1.0 else ""
+        per = (f", weight {self.per_weight:g} on L_per and L_kern,per" if self.per_weight != 1.0 else "")
         return (f"perturbations {self.training_set}{sni}, batch {self.batch} okay + {self.batch} "
                 f"perturbed, Adam lr {self.lr:g} with {self.warmup_steps} warm-up steps, dropout "
-                f"{self.dropout:g}, seed {self.seed}{norm}, core.training defaults otherwise (loss "
+                f"{self.dropout:g}, seed {self.seed}{norm}{gain}{per}, core.training defaults otherwise (loss "
                 "weights, bfloat16 where the CPU has it, latent guard)")
 
 
@@ -235,7 +244,9 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
                              budget_s=60.0 * m, overwrite=True, images=[it.name for it in split.train],
                              perturbations=[recipe.training_set], name=f"learning curve {m:g} min",
                              background_sigma=recipe.background_sigma,
-                             background_method=recipe.background_method)
+                             background_method=recipe.background_method, gain=recipe.gain,
+                             weights=replace(LossWeights.default(), per=recipe.per_weight,
+                                             kern_per=recipe.per_weight))
 
         def progress(info, m=m):
             rate["samples_per_s"] = round(info["samples_per_s"], 1)
@@ -254,7 +265,10 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
         t0 = time.time()
         numbers, _ = evaluate_ood(bundle.model, sets_roi, fpr=budget_obj.fpr)
         point = {"minutes": m, "steps": steps, "samples_per_s": rate.get("samples_per_s"), **_point(numbers),
-                 "eval_seconds": round(time.time() - t0, 1)}
+                 "eval_seconds": round(time.time() - t0, 1),
+                 # how often the latent died and was re-centred so far (core.training): a model
+                 # whose latent keeps dying outputs a constant and its residual is its input
+                 "latent_resets": int(bundle.metadata["training"].get("dead_latent_resets") or 0)}
         points.append(point)
         log(f"{m:g} min ({steps} steps): FPR test {100 * numbers['fpr_test']:.2f} %, TPR "
             + ", ".join(f"{n} {100 * v:.0f}" for n, v in numbers["tpr"].items()))

@@ -53,11 +53,12 @@ def package_versions() -> dict:
 
 def architecture_of(model) -> dict:
     """Architecture fields of the metadata, read from a model built by core.model."""
-    from core.model import model_filters
+    from core.model import model_filters, model_gain
 
     return {
         "name": "lindgren-zach-2022-ood-autoencoder",
         "filters": list(model_filters(model)),
+        "gain": model_gain(model),
         "dropout": float(model.get_layer("enc1_dropout").rate),
         "patch": PATCH,
         "aperture": APERTURE,

@@ -132,3 +132,16 @@ def model_input(image: np.ndarray, metadata: dict | None) -> np.ndarray:
     sigma = background_sigma(metadata)
     return image if sigma is None else remove_background(image, sigma, background_method(metadata))
 
+
+
+def indication_input(indication: np.ndarray, metadata: dict | None) -> np.ndarray:
+    """An additive indication as the model described by ``metadata`` sees it on the film.
+
+    The counterpart of :func:`model_input` for a synthetic anomaly that is added to patches of an
+    already prepared radiograph: unchanged for a model without background removal, else
+    :func:`normalise_indication` with the model's sigma and method.
+    """
+    sigma = background_sigma(metadata)
+    if sigma is None:
+        return np.asarray(indication, dtype=np.float32)
+    return normalise_indication(indication, sigma, background_method(metadata))

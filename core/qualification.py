@@ -113,16 +113,13 @@ def qualification_sets(store, *, n_okay: int = DEFAULT_N_OKAY, n_synthetic: int 
     sets["defects"] = np.stack(defects) if defects else np.empty((0, 192, 192), np.float32)
     sets["okay"] = sampler.okay(n_okay, rng=rng)
     if n_synthetic:
-        from core.normalise import background_method, background_sigma, normalise_indication
+        from core.normalise import indication_input
 
-        sigma = background_sigma(metadata)
         base = sampler.okay(n_synthetic * len(ANOMALY_KINDS), rng=rng)
         for j, kind in enumerate(ANOMALY_KINDS):
             x = base[j * n_synthetic:(j + 1) * n_synthetic]
             delta, weight = SyntheticAnomalies(kind).sample(rng, n_synthetic)
-            anomaly = weight * delta
-            if sigma is not None:  # as it would be on the film: normalised with it
-                anomaly = normalise_indication(anomaly, sigma, background_method(metadata))
+            anomaly = indication_input(weight * delta, metadata)  # as it would lie on the film
             sets[f"synthetic:{kind}"] = (x + anomaly).astype(np.float32)
     return sets
 

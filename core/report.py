@@ -415,7 +415,9 @@ def learning_curve_markdown(curves: list[dict]) -> list[str]:
         out += ["", "| training | FPR calib % | FPR test % | " + " | ".join(sets) + " |",
                 "|" + "---|" * (len(sets) + 3)]
         for p in points:
-            out.append(_curve_row(f"{p['minutes']:g} min ({p['steps']} steps)", p, sets))
+            resets = p.get("latent_resets")
+            dead = f", latent dead and re-centred {resets} times" if resets else ""
+            out.append(_curve_row(f"{p['minutes']:g} min ({p['steps']} steps{dead})", p, sets))
         paper = PAPER_TABLE3["SNI"]
         out.append("| *paper, Table 3 SNI* | | | " + " | ".join(
             f"*{paper[n][0]}*" if n in paper else "" for n in sets) + " |")

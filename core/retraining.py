@@ -69,6 +69,17 @@ def _sources_from_parent(metadata: dict | None) -> list:
     return out
 
 
+def _parent_loss_weights(parent):
+    """The loss weights the parent was trained with (the default ones for a parent without them)."""
+    from core.loss import LossWeights
+
+    stored = ((parent.metadata.get("training") or {}).get("loss_weights") if parent is not None else None)
+    try:
+        return LossWeights(**stored) if stored else LossWeights.default()
+    except (TypeError, ValueError):
+        return LossWeights.default()
+
+
 def _unique_out(stem: str) -> Path:
     from core.paths import models_dir
 
@@ -139,7 +150,6 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
     RetrainResult
     """
     from core.calibration import DEFAULT_FPR, calibrate, encode_scores, min_okay_patches
-    from core.loss import LossWeights
     from core.model import FILTERS
     from core.modelfile import load_model, update_metadata
     from core.normalise import background_method, background_sigma
@@ -191,7 +201,8 @@ def retrain(store, *, user: str | None, budget_min: float | None = DEFAULT_BUDGE
     config = TrainConfig(
         steps=int(steps or DEFAULT_STEPS), batch=int(batch),
         lr=lr or (SCRATCH_LR if from_scratch else FINE_TUNE_LR), seed=int(seed), filters=shape,
-        dropout=float(arch.get("dropout", 0.12)), weights=LossWeights.default(), out=out,
+        dropout=float(arch.get("dropout", 0.12)), gain=float(arch.get("gain", 1.0)),
+        weights=_parent_loss_weights(parent), out=out,
         checkpoint_every=0, budget_s=None if budget_min is None else float(budget_min) * 60.0,
         images=[f"{r['path']} (sha256 {r['sha256'][:12]})" for r in rads],
         perturbations=[getattr(s, "name", type(s).__name__) for s in sources],

@@ -109,6 +109,11 @@ class TrainConfig:
         (default): the radiograph as it is.
     background_method : str
         The background estimate with ``background_sigma`` (``core.normalise.METHODS``).
+    gain : float
+        Input gain of the network (``core.model``, "Input gain"); 1 is the paper's network. The
+        reconstruction terms are in grey levels, the latent in the network's units, so L_reg's
+        weight is divided by ``gain**2``: the run is then the same as one on ``gain``-times larger
+        patches and perturbations with the weights as given.
     """
 
     steps: int = 1000
@@ -132,6 +137,7 @@ class TrainConfig:
     split_passes: bool = True
     background_sigma: float | None = None
     background_method: str = "gaussian"
+    gain: float = 1.0
 
     def __post_init__(self):
         if self.steps < 1 or self.batch < 1:
@@ -147,6 +153,9 @@ class TrainConfig:
         if self.background_method not in METHODS:
             raise ValueError(f"background_method must be one of {', '.join(METHODS)}, "
                              f"not {self.background_method!r}")
+        self.gain = float(self.gain)
+        if not self.gain > 0:
+            raise ValueError(f"gain must be positive, got {self.gain}")
         if self.out is not None:
             self.out = Path(self.out)
         if self.checkpoint_dir is not None:
@@ -299,9 +308,12 @@ def init_output_bias(model, x) -> None:
     """Start the reconstruction at the mean grey level of ``x``, so that the decoder need not push
     the bounded latent to its upper bound to reach the bright weld (seen: z = 1 everywhere after
     100 steps, a constant output)."""
-    layer = model.get_layer("reconstruction")
+    from core.model import GAIN_CENTRE, model_gain
+
+    layer = model.get_layer("reconstruction")  # before the output gain: in the network's units
     kernel, bias = layer.get_weights()
-    layer.set_weights([kernel, np.full_like(bias, float(np.mean(x)))])
+    level = GAIN_CENTRE + model_gain(model) * (float(np.mean(x)) - GAIN_CENTRE)
+    layer.set_weights([kernel, np.full_like(bias, level)])
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -337,7 +349,8 @@ class _Trainer:
         self.config = config
         self.policy = resolve_precision(config.mixed_precision)
         self.model = build_autoencoder(
-            filters=tuple(config.filters), dropout=config.dropout, seed=config.seed, dtype_policy=self.policy
+            filters=tuple(config.filters), dropout=config.dropout, seed=config.seed, dtype_policy=self.policy,
+            gain=config.gain,
         )
         self.optimizer = keras.optimizers.Adam(learning_rate=config.lr)
         self.optimizer.build(self.model.trainable_variables)
@@ -356,6 +369,10 @@ class _Trainer:
             dropout_seeds=seeds,
         )
         weights = config.weights
+        if config.gain != 1.0:  # L_reg in the network's units (TrainConfig.gain)
+            from dataclasses import replace
+
+            weights = replace(weights, reg=weights.reg / config.gain**2)
         model, optimizer = self.model, self.optimizer
         variables = model.trainable_variables
 
@@ -449,6 +466,12 @@ class _Trainer:
                 f"this run asks for {said(self.config.background_sigma, self.config.background_method)}; "
                 "resume with the same --background and --background-method"
             )
+        if float(saved.get("gain", 1.0)) != self.config.gain:
+            from core.errors import ModelFileError
+
+            raise ModelFileError(f"{directory}: checkpoint was trained with input gain "
+                                 f"{float(saved.get('gain', 1.0)):g}, this run asks for "
+                                 f"{self.config.gain:g}; resume with the same --gain")
         self.ckpt.read(str(directory / "state")).assert_existing_objects_matched()
 
 
@@ -466,6 +489,21 @@ def checkpoint_to_read(directory) -> Path:
         if (candidate / "state.index").is_file() and (candidate / "config.json").is_file():
             return candidate
     return directory
+
+
+def latent_warning(training: dict) -> str | None:
+    """A warning when a run's latent kept dying (``metadata["training"]``), else None.
+
+    Re-centring revives a latent that died once; one that dies again and again (more than 5 % of
+    the steps) means the network settled on a constant output, so its residual is its input:
+    measured for background-removed radiographs without input gain (core.model, "Input gain").
+    """
+    resets, steps = int(training.get("dead_latent_resets") or 0), int(training.get("steps") or 0)
+    if resets <= max(3, 0.05 * steps):
+        return None
+    return (f"the latent died and was re-centred {resets} times in {steps} steps: the model is "
+            "likely to output a constant, so its residual is the input itself. For background-removed "
+            "radiographs keep the input gain (--gain 8, core.model 'Input gain').")
 
 
 def _checkpoint_dir(config: TrainConfig, out: Path) -> Path:
@@ -494,6 +532,11 @@ def _initial_weights(init_weights, config: TrainConfig):
     if filters != list(config.filters):
         raise ValueError(f"init_weights: {source} has filters {filters}, this run "
                          f"{list(config.filters)}")
+    from core.model import model_gain
+
+    if model_gain(model) != config.gain:
+        raise ValueError(f"init_weights: {source} has input gain {model_gain(model):g}, this run "
+                         f"{config.gain:g}")
     return model, source
 
 

@@ -97,6 +97,10 @@ def test_a_run_from_the_form_finishes_and_its_calibrated_model_is_used(qtbot, wi
     form.synthetic.setValue(1)
     form.steps.setValue(4)
     form.batch.setValue(2)
+    form.background.setChecked(True)  # with background removal: the measured loss weight too
+    assert form.options()["background"] == 24.0 and form.options()["per_weight"] == 0.25
+    form.background.setChecked(False)
+    assert form.options()["per_weight"] is None
     click(qtbot, ok)
     assert not form.isVisible()
 

@@ -62,14 +62,23 @@ def test_tiny_curve_on_two_radiographs(gdxray_pair, tmp_path):
     text = "\n".join(learning_curve_markdown([curve]))
     assert "0.06 min (" in text and "paper, Table 3 SNI" in text and "high-pass sigma 2" in text
     assert "| whole radiographs |" in text and "| weld region |" in text
+    assert all(isinstance(p["latent_resets"], int) and p["latent_resets"] >= 0 for p in points)
+    dead = dict(curve, points=[dict(points[0], latent_resets=7)])
+    assert "steps, latent dead and re-centred 7 times)" in "\n".join(learning_curve_markdown([dead]))
 
-    # a second recipe (background removal) is stored beside the first, not over it
+    # a second recipe (background removal, input gain, weight on the perturbed terms) is stored
+    # beside the first, not over it
+    recipe = ["--background", "24", "--gain", "8", "--per-weight", "0.25"]
     rc = main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
-               "--curve", "0.03", "--background", "24"])
+               "--curve", "0.03", *recipe])
     assert rc == 0
     curves = json.loads((out / "learning_curve.json").read_text())["curves"]
-    assert [c["label"] for c in curves] == ["SNI-signed_dropout0", "SNI_dropout0_background24"]
+    assert [c["label"] for c in curves] == ["SNI-signed_dropout0", "SNI_dropout0_background24_gain8_per0.25"]
     assert "background removal, sigma 24 px" in curves[1]["recipe_text"]
+    assert "input gain 8" in curves[1]["recipe_text"] and "--gain 8 --per-weight 0.25" in curves[1]["command"]
+    model_meta = json.loads((out / "curve" / curves[1]["label"] / "model_0.03min.json").read_text())
+    assert model_meta["architecture"]["gain"] == 8.0
+    assert model_meta["training"]["loss_weights"]["per"] == model_meta["training"]["loss_weights"]["kern_per"] == 0.25
     assert (out / curves[1]["figure"]).is_file()
     # the edge band of the weld region has its own thresholds wherever a region is scored
     assert curves[1]["points"][0]["thresholds"]["edge_band_px"] == 32
@@ -78,18 +87,18 @@ def test_tiny_curve_on_two_radiographs(gdxray_pair, tmp_path):
     # extending continues the same model from its checkpoint; the points join the curve
     first = curves[1]["points"][0]
     rc = main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
-               "--curve", "0.06", "--background", "24", "--extend"])
+               "--curve", "0.06", *recipe, "--extend"])
     assert rc == 0
     curves = json.loads((out / "learning_curve.json").read_text())["curves"]
     extended = curves[-1]
     assert [p["minutes"] for p in extended["points"]] == [0.03, 0.06]
     assert extended["points"][1]["steps"] > first["steps"] and "--extend" in extended["command"]
     assert main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
-                 "--curve", "0.05", "--background", "24", "--extend"]) == 2  # not beyond the curve
+                 "--curve", "0.05", *recipe, "--extend"]) == 2  # not beyond the curve
 
     # re-evaluation scores the stored models again without training: same steps, same numbers
     rc = main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
-               "--curve", "0.03,0.06", "--background", "24", "--reevaluate"])
+               "--curve", "0.03,0.06", *recipe, "--reevaluate"])
     assert rc == 0
     again = json.loads((out / "learning_curve.json").read_text())["curves"][-1]
     assert [p["steps"] for p in again["points"]] == [p["steps"] for p in extended["points"]]

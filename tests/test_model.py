@@ -87,3 +87,30 @@ def test_mixed_precision_keeps_latent_and_reconstruction_float32():
         np.testing.assert_array_equal(a, b)
     r32 = copy(x, training=False)[0].numpy()
     assert np.abs(r32 - r.numpy()).max() < 0.05  # bfloat16 rounding only
+
+
+def test_input_gain_scales_what_the_layers_see_and_keeps_grey_levels_outside(tmp_path):
+    """gain g: the same weights see 0.5 + g (x - 0.5) and their output is scaled back around 0.5."""
+    from core.model import model_gain
+    from core.modelfile import load_model, save_model
+
+    with pytest.raises(ValueError, match="gain must be positive"):
+        build_autoencoder(gain=0.0)
+    plain = build_autoencoder(seed=0)
+    gained = build_autoencoder(seed=0, gain=8.0)
+    assert model_gain(plain) == 1.0 and model_gain(gained) == 8.0
+    gained.set_weights(plain.get_weights())  # the gain layers hold no weights
+    assert sum(int(np.prod(w.shape)) for w in gained.trainable_weights) == 41186
+    rng = np.random.default_rng(3)
+    x = (0.5 + 0.007 * rng.standard_normal((2, PATCH, PATCH, 1))).astype(np.float32)  # faint texture
+    r_plain = plain(0.5 + 8.0 * (x - 0.5), training=False)[0].numpy()
+    r_gained, z = gained(x, training=False)
+    np.testing.assert_allclose(r_gained.numpy(), 0.5 + (r_plain - 0.5) / 8.0, atol=1e-5)
+    np.testing.assert_array_equal(z.numpy(), plain(0.5 + 8.0 * (x - 0.5), training=False)[1].numpy())
+
+    # the gain survives the float32 copy, the whole-image model and a saved file
+    assert model_gain(float32_copy(build_autoencoder(seed=0, gain=8.0, dtype_policy="mixed_bfloat16"))) == 8.0
+    assert model_gain(whole_image_model(gained)) == 8.0
+    bundle = load_model(save_model(gained, tmp_path / "g.keras", metadata={"name": "g"}))
+    assert model_gain(bundle.model) == 8.0 and bundle.metadata["architecture"]["gain"] == 8.0
+    np.testing.assert_allclose(bundle.model(x, training=False)[0].numpy(), r_gained.numpy(), atol=1e-6)

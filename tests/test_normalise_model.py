@@ -51,6 +51,19 @@ def test_background_sigma_and_model_input():
     np.testing.assert_array_equal(model_input(image, {"input": INPUT}), remove_background(image, SIGMA))
 
 
+def test_a_synthetic_indication_reaches_a_background_model_as_it_would_from_the_film():
+    from core.normalise import indication_input, normalise_indication
+
+    yy, xx = np.mgrid[:192, :192]
+    blob = (0.1 * np.exp(-((yy - 96) ** 2 + (xx - 90) ** 2) / (2 * 9.0 ** 2))).astype(np.float32)
+    np.testing.assert_array_equal(indication_input(blob, {"name": "plain"}), blob)
+    twicing = {"input": {"background_sigma": SIGMA, "background_method": "twicing"}}
+    for metadata, method in (({"input": INPUT}, "gaussian"), (twicing, "twicing")):
+        seen = indication_input(blob[None], metadata)[0]
+        np.testing.assert_allclose(seen, normalise_indication(blob[None], SIGMA, method)[0])
+        assert seen.max() < 0.95 * blob.max()  # the background removal takes part of a smooth blob
+
+
 def test_scan_of_a_background_model_equals_the_plain_model_on_the_normalised_image(models):
     from core.scanning import scan_image
 
@@ -88,6 +101,10 @@ def test_train_records_the_sigma_and_calibrate_uses_normalised_patches(tmp_path,
     assert meta["input"]["background_method"] == "twicing" and "2 g - gaussian" in meta["input"]["rule"]
     assert meta["training"]["background_sigma"] == 24
     assert load_model(out).metadata["input"]["background_sigma"] == 24
+    # the input gain that keeps the latent of a background model alive (core.model)
+    from core.model import model_gain
+
+    assert meta["architecture"]["gain"] == 8.0 and model_gain(load_model(out).model) == 8.0
 
     # the same weights without the key
     plain = tmp_path / "plain.keras"
@@ -132,6 +149,8 @@ def test_train_records_the_sigma_and_calibrate_uses_normalised_patches(tmp_path,
     assert rc == 1 and "no background removal" in capsys.readouterr().err
     rc, _ = _cli_train(tmp_path, "--background", "24", "--background-method", "gaussian", "--resume", "--force")
     assert rc == 1 and "(twicing)" in capsys.readouterr().err  # another estimate: refused too
+    rc, _ = _cli_train(tmp_path, "--background", "24", "--gain", "1", "--resume", "--force")
+    assert rc == 1 and "input gain 8" in capsys.readouterr().err  # another gain: refused too
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "nan"])

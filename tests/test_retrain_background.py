@@ -63,11 +63,16 @@ def world(tmp_path_factory):
         ts.set_split(store, w.id, "holdback" if w is held else "train", user="sam")
     images = {w.radiograph.sha256: w.image for w in (weld, held)}
 
-    # the parent: trained on the background-removed radiograph (as train --background 24 does)
+    # the parent: trained on the background-removed radiograph (as train --background 24 does,
+    # with its input gain) and with its own weight on the perturbed terms
+    from core.loss import LossWeights
+    from core.model import BACKGROUND_GAIN
+
     normed = [remove_background(weld.image, SIGMA, METHOD)]
     config = TrainConfig(steps=3, batch=4, filters=(4, 6), dropout=0.0, lr=3e-3, mixed_precision="off",
                          checkpoint_every=0, out=folder / "parent.keras", background_sigma=SIGMA,
-                         background_method=METHOD, name="parent")
+                         background_method=METHOD, name="parent", gain=BACKGROUND_GAIN,
+                         weights=LossWeights(per=0.25, kern_per=0.25))
     parent = train(config, PatchSampler(normed, seed=0, order=1).okay, [])
     blobs = np.zeros(held.image.shape, bool)
     for r0, c0, r1, c1 in held.boxes:
@@ -164,6 +169,13 @@ def test_retrained_model_keeps_the_normalisation_and_is_calibrated_on_normalised
     assert new.metadata["input"]["background_method"] == METHOD
     assert new.metadata["retraining"]["input"] == parent.metadata["input"]
     assert new.metadata["retraining"]["parent"] == parent.sha256
+    # the same network (input gain) and the same loss: a fine-tune continues its parent's recipe
+    from core.model import model_gain
+
+    assert model_gain(new.model) == model_gain(parent.model) == 8.0
+    assert new.metadata["architecture"]["gain"] == 8.0
+    assert new.metadata["training"]["loss_weights"] == parent.metadata["training"]["loss_weights"]
+    assert new.metadata["training"]["loss_weights"]["per"] == 0.25
 
     # the calibration patches: okay patches of the background-removed whole held-back radiograph
     mask = ts.not_okay_mask(store, held.id, held.image.shape)

@@ -152,7 +152,10 @@ def test_init_weights_start_a_fine_tune_from_a_model_or_its_file(tmp_path):
     with pytest.raises(ValueError, match="resume_from"):
         train(TrainConfig(steps=3, out=tmp_path / "y.keras", **TINY), okay, [Squares()],
               init_weights=parent.model, resume_from=tmp_path / "p.ckpt")
-    assert not (tmp_path / "x.keras").exists() and not (tmp_path / "y.keras").exists()
+    with pytest.raises(ValueError, match="input gain 1, this run 8"):  # same weights, other meaning
+        train(TrainConfig(steps=1, out=tmp_path / "g.keras", gain=8.0, **TINY), okay, [Squares()],
+              init_weights=parent.model)
+    assert not any((tmp_path / f"{n}.keras").exists() for n in "xyg")
 
 
 def test_resume_without_checkpoint_fails_clearly(tmp_path):
@@ -263,3 +266,13 @@ def test_cli_needs_input(capsys):
 
     assert main(["train", "--steps", "2"]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_a_latent_that_keeps_dying_is_reported():
+    from core.training import latent_warning
+
+    assert latent_warning({"steps": 1000, "dead_latent_resets": 0}) is None
+    assert latent_warning({"steps": 1000, "dead_latent_resets": 3}) is None  # revived now and then
+    text = latent_warning({"steps": 1036, "dead_latent_resets": 499})  # measured without input gain
+    assert "499 times in 1036 steps" in text and "--gain" in text
+    assert latent_warning({"steps": 40, "dead_latent_resets": 4}) is not None

@@ -52,6 +52,11 @@ def add_parser(subparsers) -> None:
     curve.add_argument("--background-method", choices=("gaussian", "twicing"), default="gaussian",
                        help="background estimate with --background (twicing: free of the Gaussian's "
                        "bias on curved grey levels, core.normalise)")
+    curve.add_argument("--gain", type=float, default=1.0,
+                       help="input gain of the curve's model (core.model, 'Input gain'; default 1, the "
+                       "paper's network; 8 keeps the latent of a --background model alive)")
+    curve.add_argument("--per-weight", type=float, default=1.0, metavar="W",
+                       help="weight of L_per and L_kern,per in the curve's loss (default 1, the paper's)")
     curve.add_argument("--reevaluate", action="store_true",
                        help="do not train: evaluate the models an earlier --curve run of the same recipe "
                        "left in OUT/curve/ with the current protocol")
@@ -90,15 +95,20 @@ def run_curve(args) -> int:
     if args.background is not None and args.background <= 0:
         print("weldreview benchmark: --background must be a positive sigma in px", file=sys.stderr)
         return 2
+    if not args.gain > 0 or not args.per_weight >= 0:
+        print("weldreview benchmark: --gain must be positive and --per-weight not negative", file=sys.stderr)
+        return 2
     recipe = Recipe(training_set=args.curve_set, signed_sni=args.signed_sni, dropout=args.dropout,
                     seed=args.seed, background_sigma=args.background,
-                    background_method=args.background_method)
+                    background_method=args.background_method, gain=args.gain, per_weight=args.per_weight)
     command = " ".join(shlex.quote(a) for a in (
         "weldreview", "benchmark", "--data", str(args.data), "--out", str(args.out), "--budget",
         args.budget, "--curve", args.curve, "--curve-set", args.curve_set, "--dropout",
         f"{args.dropout:g}", "--seed", str(args.seed)) + (("--signed-sni",) if args.signed_sni else ())
         + (("--background", f"{args.background:g}", "--background-method", args.background_method)
-           if args.background else ()))
+           if args.background else ())
+        + (("--gain", f"{args.gain:g}") if args.gain != 1.0 else ())
+        + (("--per-weight", f"{args.per_weight:g}") if args.per_weight != 1.0 else ()))
     if args.reevaluate and args.extend:
         print("weldreview benchmark: --reevaluate and --extend exclude each other", file=sys.stderr)
         return 2

@@ -19,8 +19,11 @@ earlier on a slower machine and the model is saved as it is).
 calibrate and scan normalise the same way. ``--background-method``: ``twicing`` (the default) or
 the plain ``gaussian`` estimate, which leaves a rounded bead's curvature in. Measured on real GDXray
 films (docs/benchmark/report.md): on raw grey levels the model cannot reproduce the bright bead and
-its residual measures brightness; with ``--background 24`` it finds the synthetic anomaly types
-(circular hollow 84 %, raster 86 % at 0.1 % FPR, against at most 15 % without).
+its residual measures brightness; with ``--background 24`` the residual finds the larger synthetic
+anomaly types (circular hollow 84 %, raster 86 % at 0.1 % FPR, against at most 15 % without).
+Background-removed texture is faint, so the network gets an input gain (``--gain``, 8 by default
+with ``--background``; core.model): without it the latent died for good and the model output a
+constant, leaving the normalisation alone to do the detecting.
 
 Real radiographs give okay patches from their weld region only (core.roi.find_weld; the whole
 radiograph when no weld is found), as the scan and the benchmark work.
@@ -81,10 +84,16 @@ def add_parser(subparsers) -> None:
                    help="remove the smooth background (SIGMA px; 24 measured) of each radiograph "
                         "before patches are cut; the model records it and calibrate/scan do the same. "
                         "Measured on real films: synthetic anomalies found at 0.1%% FPR rise from at "
-                        "most 15%% to 84-86%% (circular hollow, raster)")
+                        "most 15%% to 84-86%% (circular hollow, raster); implies --gain 8")
     p.add_argument("--background-method", choices=("gaussian", "twicing"), default=None,
                    help="background estimate with --background (default twicing: the Gaussian leaves the "
                         "curvature of a rounded bead in the normalised image, core.normalise)")
+    p.add_argument("--gain", type=float, default=None,
+                   help="input gain of the network around grey level 0.5 (default 8 with --background, "
+                        "else 1): background-removed texture is so faint that the latent dies without it "
+                        "(core.model, 'Input gain')")
+    p.add_argument("--per-weight", type=float, default=None, metavar="W",
+                   help="weight of the perturbed terms L_per and L_kern,per (default 1, the paper's)")
     p.add_argument("--out", metavar="FILE", help="model file to write (.keras; default: the models folder)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint of --out (<out>.ckpt)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -347,6 +356,12 @@ def run(args) -> int:
     from core.paths import models_dir
     from core.training import TrainConfig, TrainingCancelled, device_name, train
 
+    from core.model import BACKGROUND_GAIN
+
+    gain = args.gain if args.gain is not None else (BACKGROUND_GAIN if sigma is not None else 1.0)
+    if not gain > 0 or (args.per_weight is not None and not args.per_weight >= 0):
+        print("weldreview train: --gain must be positive and --per-weight not negative", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else models_dir() / f"model-seed{args.seed}.keras"
     if out.suffix != ".keras":
         print(f"weldreview train: --out must end in .keras, got {out.name}", file=sys.stderr)
@@ -362,16 +377,21 @@ def run(args) -> int:
 
     sampler = PatchSampler(images, masks, rois=rois, seed=args.seed)
     sources = _sources(spec, images, masks)
+    weights = LossWeights.from_name(args.loss)
+    if args.per_weight is not None:
+        from dataclasses import replace
+
+        weights = replace(weights, per=args.per_weight, kern_per=args.per_weight)
     config = TrainConfig(
         steps=args.steps or 1000, batch=args.batch or 32, lr=args.lr, warmup_steps=args.warmup or 0,
-        seed=args.seed, weights=LossWeights.from_name(args.loss), mixed_precision=args.precision, out=out,
+        seed=args.seed, weights=weights, mixed_precision=args.precision, out=out, gain=gain,
         dropout=DROPOUT if args.dropout is None else args.dropout,
         budget_s=args.budget_min * 60 if args.budget_min else None, images=names,
         perturbations=[getattr(s, "name", type(s).__name__) for s in sources], overwrite=args.force,
         name=out.stem, background_sigma=sigma, background_method=method,
     )
     resume = out.with_suffix(".ckpt") if args.resume else None
-    normalised = "" if sigma is None else f" (background removed, sigma {sigma:g} px, {method})"
+    normalised = "" if sigma is None else f" (background removed, sigma {sigma:g} px, {method}, gain {gain:g})"
     _say(args, f"training on {device_name()}: {len(images)} radiographs{normalised}, perturbations {spec}, "
                f"{config.steps} steps of {config.batch}+{config.batch} patches -> {out}")
     cancelled = {"flag": False}
@@ -417,6 +437,12 @@ def run(args) -> int:
         message = (f"wrote {bundle.path} ({t['steps']} steps, {t['elapsed_s'] / 60:.1f} min, final loss "
                    f"{t['final_losses']['total']:.4g}, sha256 {bundle.sha256[:12]})")
         print(message, flush=True)
+        from core.training import latent_warning
+
+        warning = latent_warning(t)
+        if warning:
+            print(f"weldreview train: warning: {warning}", file=sys.stderr, flush=True)
+            message += f"; warning: {warning}"
         if _wants_calibration(args):
             del bundle  # the calibration loads the saved model itself
             return _calibrate(args, out, status, cancel, message)
