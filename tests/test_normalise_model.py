@@ -187,3 +187,15 @@ def test_retrain_and_qualify_take_a_background_model(store_with_background_model
         retrain(store, user="sam", from_scratch=True)
     with pytest.raises(ValueError, match="no reviewed radiograph in the holdback split"):
         qualify(store, mid, user="sam")
+
+
+def test_resuming_keeps_the_checkpoints_gain(tmp_path):
+    """A run started without the gain (as before it existed) resumes as it was trained."""
+    from core.model import model_gain
+
+    rc, out = _cli_train(tmp_path, "--background", "24", "--gain", "1")
+    assert rc == 0 and model_gain(load_model(out).model) == 1.0
+    rc, out = _cli_train(tmp_path, "--background", "24", "--resume", "--force", "--steps", "3")
+    assert rc == 0
+    bundle = load_model(out)
+    assert model_gain(bundle.model) == 1.0 and bundle.metadata["training"]["steps"] == 3

@@ -321,6 +321,24 @@ def _calibrate(args, out: Path, status, cancel, trained: str) -> int:
     return 0
 
 
+def _default_gain(sigma, resuming: Path | None) -> float:
+    """The input gain when --gain is not given: a resumed run keeps its checkpoint's (runs started
+    before the gain existed have 1), a new one takes 8 with background removal, else 1."""
+    if resuming is not None:
+        import json
+
+        from core.training import checkpoint_to_read
+
+        config = checkpoint_to_read(resuming.with_suffix(".ckpt")) / "config.json"
+        try:
+            return float(json.loads(config.read_text(encoding="utf-8")).get("gain", 1.0))
+        except (OSError, ValueError, AttributeError):
+            pass  # no readable checkpoint: resuming fails with its own message
+    from core.model import BACKGROUND_GAIN
+
+    return BACKGROUND_GAIN if sigma is not None else 1.0
+
+
 def run(args) -> int:
     sigma = getattr(args, "background", None)
     method = getattr(args, "background_method", None) or "twicing"
@@ -356,13 +374,11 @@ def run(args) -> int:
     from core.paths import models_dir
     from core.training import TrainConfig, TrainingCancelled, device_name, train
 
-    from core.model import BACKGROUND_GAIN
-
-    gain = args.gain if args.gain is not None else (BACKGROUND_GAIN if sigma is not None else 1.0)
+    out = Path(args.out) if args.out else models_dir() / f"model-seed{args.seed}.keras"
+    gain = args.gain if args.gain is not None else _default_gain(sigma, out if args.resume else None)
     if not gain > 0 or (args.per_weight is not None and not args.per_weight >= 0):
         print("weldreview train: --gain must be positive and --per-weight not negative", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else models_dir() / f"model-seed{args.seed}.keras"
     if out.suffix != ".keras":
         print(f"weldreview train: --out must end in .keras, got {out.name}", file=sys.stderr)
         return 2
