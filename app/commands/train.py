@@ -23,7 +23,9 @@ its residual measures brightness; with ``--background 24`` the residual finds th
 anomaly types (circular hollow 84 %, raster 86 % at 0.1 % FPR, against at most 15 % without).
 Background-removed texture is faint, so the network gets an input gain (``--gain``, 8 by default
 with ``--background``; core.model): without it the latent died for good and the model output a
-constant, leaving the normalisation alone to do the detecting.
+constant, leaving the normalisation alone to do the detecting. A resumed run keeps its
+checkpoint's gain. ``--per-weight 0.25`` (weight of L_per and L_kern,per; the paper's is 1) ranked
+the synthetic anomaly types better with background removal (docs/benchmark/notes.md, item 5).
 
 Real radiographs give okay patches from their weld region only (core.roi.find_weld; the whole
 radiograph when no weld is found), as the scan and the benchmark work.
