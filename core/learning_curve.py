@@ -268,7 +268,8 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
                  "eval_seconds": round(time.time() - t0, 1),
                  # how often the latent died and was re-centred so far (core.training): a model
                  # whose latent keeps dying outputs a constant and its residual is its input
-                 "latent_resets": int(bundle.metadata["training"].get("dead_latent_resets") or 0)}
+                 "latent_resets": int(bundle.metadata["training"].get("dead_latent_resets") or 0),
+                 "explained_variance": bundle.metadata["training"].get("explained_variance")}
         points.append(point)
         log(f"{m:g} min ({steps} steps): FPR test {100 * numbers['fpr_test']:.2f} %, TPR "
             + ", ".join(f"{n} {100 * v:.0f}" for n, v in numbers["tpr"].items()))

@@ -491,19 +491,42 @@ def checkpoint_to_read(directory) -> Path:
     return directory
 
 
-def latent_warning(training: dict) -> str | None:
-    """A warning when a run's latent kept dying (``metadata["training"]``), else None.
+def explained_variance(model, x_ok) -> float:
+    """Share of the okay patches' variance (about each patch's mean) that the model reproduces.
 
-    Re-centring revives a latent that died once; one that dies again and again (more than 5 % of
-    the steps) means the network settled on a constant output, so its residual is its input:
-    measured for background-removed radiographs without input gain (core.model, "Input gain").
+    ``1 - var(target - reconstruction) / var(target - patch mean)`` over the aperture of ``x_ok``
+    (B, 192, 192, 1), in inference mode. About 0 (or below) for a model that outputs a constant.
+    """
+    from core.loss import crop_target
+
+    target = np.asarray(crop_target(x_ok), dtype=np.float64)
+    recon = np.asarray(model(x_ok, training=False)[0], dtype=np.float64)
+    spread = np.mean((target - target.mean(axis=(1, 2, 3), keepdims=True)) ** 2)
+    resid = target - recon
+    resid = np.mean((resid - resid.mean(axis=(1, 2, 3), keepdims=True)) ** 2)
+    return round(float(1.0 - resid / max(spread, 1e-20)), 4)
+
+
+def latent_warning(training: dict) -> str | None:
+    """A warning when a run ended with a model that outputs (nearly) a constant, else None.
+
+    Two signs, from ``metadata["training"]``: the latent kept dying (re-centred in more than 5 %
+    of the steps; re-centring revives a latent that died once), or the model reproduces less than
+    5 % of its last okay batch's variance (``explained_variance``; a latent that is alive in a few
+    pixels only escapes the re-centring). Both were measured for background-removed radiographs:
+    without input gain (core.model, "Input gain"), and with signed SNI even with it.
     """
     resets, steps = int(training.get("dead_latent_resets") or 0), int(training.get("steps") or 0)
-    if resets <= max(3, 0.05 * steps):
+    explained = training.get("explained_variance")
+    if resets > max(3, 0.05 * steps):
+        sign = f"the latent died and was re-centred {resets} times in {steps} steps"
+    elif explained is not None and explained < 0.05:
+        sign = f"the model reproduces {max(0.0, 100 * explained):.0f} % of its okay patches' variance"
+    else:
         return None
-    return (f"the latent died and was re-centred {resets} times in {steps} steps: the model is "
-            "likely to output a constant, so its residual is the input itself. For background-removed "
-            "radiographs keep the input gain (--gain 8, core.model 'Input gain').")
+    return (f"{sign}: the model is likely to output a constant, so its residual is the input itself. "
+            "For background-removed radiographs keep the input gain (--gain 8, core.model 'Input "
+            "gain') and unsigned SNI.")
 
 
 def _checkpoint_dir(config: TrainConfig, out: Path) -> Path:
@@ -617,6 +640,7 @@ def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=N
     stopped = False
     step = start
     t_prev = t_start
+    x_ok = None
     for x_ok, x_per in dataset:
         if cancel is not None and cancel():
             trainer.elapsed.assign(elapsed0 + time.perf_counter() - t_start)
@@ -654,6 +678,7 @@ def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=N
             stopped = True
             break
     trainer.save_checkpoint(ckpt_dir)
+    explained = None if x_ok is None else explained_variance(trainer.model, x_ok)
 
     metadata = {
         "name": config.name or out.stem,
@@ -676,6 +701,7 @@ def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=N
             "resumed_from": str(resume_from) if resume_from else None,
             "init_weights": init_source,
             "dead_latent_resets": int(trainer.resets.numpy()),
+            "explained_variance": explained,
             "final_losses": {k: last.get(k) for k in (*TERMS, "total")},
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "background_sigma": config.background_sigma,

@@ -276,3 +276,33 @@ def test_a_latent_that_keeps_dying_is_reported():
     text = latent_warning({"steps": 1036, "dead_latent_resets": 499})  # measured without input gain
     assert "499 times in 1036 steps" in text and "--gain" in text
     assert latent_warning({"steps": 40, "dead_latent_resets": 4}) is not None
+    # alive in a few pixels only: no re-centring, but the output is as good as constant
+    text = latent_warning({"steps": 331, "dead_latent_resets": 0, "explained_variance": -0.003})
+    assert "reproduces 0 % of its okay patches' variance" in text and "unsigned SNI" in text
+    assert latent_warning({"steps": 331, "dead_latent_resets": 0, "explained_variance": 0.6}) is None
+
+
+def test_explained_variance_tells_a_constant_output_from_a_reconstruction():
+    from core.model import build_autoencoder
+    from core.training import explained_variance
+
+    rng = np.random.default_rng(0)
+    x = (0.5 + 0.05 * rng.standard_normal((4, 192, 192, 1))).astype(np.float32)
+    model = build_autoencoder(seed=0)
+    last = model.get_layer("reconstruction")
+    kernel, bias = last.get_weights()
+    last.set_weights([np.zeros_like(kernel), np.full_like(bias, 0.5)])  # a constant output
+    assert abs(explained_variance(model, x)) < 1e-3
+    # a model that passes its input through reproduces all of it
+    import keras
+
+    inp = keras.Input((192, 192, 1))
+    crop = keras.layers.Cropping2D(18)(inp)
+    identity = keras.Model(inp, [crop, crop])
+    assert explained_variance(identity, x) == pytest.approx(1.0)
+
+
+def test_a_trained_model_records_how_much_it_reconstructs(tmp_path):
+    bundle = train(TrainConfig(steps=2, seed=4, out=tmp_path / "a.keras", **TINY), okay, [Squares()])
+    value = bundle.metadata["training"]["explained_variance"]
+    assert isinstance(value, float) and value <= 1.0
