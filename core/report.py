@@ -416,7 +416,8 @@ def learning_curve_markdown(curves: list[dict]) -> list[str]:
                 "|" + "---|" * (len(sets) + 3)]
         for p in points:
             resets = p.get("latent_resets")
-            dead = f", latent dead and re-centred {resets} times" if resets else ""
+            dead = (f", latent dead and re-centred {resets} time{'s' if resets != 1 else ''}"
+                    if resets else "")
             out.append(_curve_row(f"{p['minutes']:g} min ({p['steps']} steps{dead})", p, sets))
         paper = PAPER_TABLE3["SNI"]
         out.append("| *paper, Table 3 SNI* | | | " + " | ".join(
