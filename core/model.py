@@ -29,8 +29,9 @@ the GDXray training films (twicing, sigma 24, SNI), 499 re-centrings in 1,036 st
 output (the residual is the normalised image itself). ``gain`` wraps the network in two fixed
 ``Rescaling`` layers, ``x -> 0.5 + gain (x - 0.5)`` before the encoder and the inverse after the
 reconstruction, so the layers work on a texture ``gain`` times larger while inputs, residuals and
-thresholds stay in grey levels. With gain 8 the same run keeps its latent (one re-centring) and
-reconstructs 69 % of the okay texture's variance instead of none.
+thresholds stay in grey levels. With gain 8 the same recipe keeps its latent (1-2 re-centrings in
+about 1,270 steps) and after 20 minutes reproduces 61-72 % of the normalised films' variance in the
+weld interior instead of none (docs/benchmark/notes.md, item 5).
 
 Mixed precision. ``dtype_policy="mixed_bfloat16"`` computes the hidden layers in bfloat16 (about
 twice as fast on CPUs with AVX512-BF16); the latent and the reconstruction layers stay float32 so
