@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -245,8 +245,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
                              perturbations=[recipe.training_set], name=f"learning curve {m:g} min",
                              background_sigma=recipe.background_sigma,
                              background_method=recipe.background_method, gain=recipe.gain,
-                             weights=replace(LossWeights.default(), per=recipe.per_weight,
-                                             kern_per=recipe.per_weight))
+                             weights=LossWeights.default().with_per_weight(recipe.per_weight))
 
         def progress(info, m=m):
             rate["samples_per_s"] = round(info["samples_per_s"], 1)

@@ -39,7 +39,7 @@ is what kills a bounded ReLU latent (core.model, "Dead latent").
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from core.model import APERTURE, L1_LATENT, LATENT
 
@@ -92,6 +92,10 @@ class LossWeights:
         if name not in ("paper", "default"):
             raise ValueError(f"loss weights preset must be 'paper' or 'default', not {name!r}")
         return getattr(cls, name)()
+
+    def with_per_weight(self, weight: float) -> LossWeights:
+        """These weights with ``weight`` on both perturbed terms, L_per and L_kern,per."""
+        return replace(self, per=float(weight), kern_per=float(weight))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -133,7 +133,6 @@ def model_input(image: np.ndarray, metadata: dict | None) -> np.ndarray:
     return image if sigma is None else remove_background(image, sigma, background_method(metadata))
 
 
-
 def indication_input(indication: np.ndarray, metadata: dict | None) -> np.ndarray:
     """An additive indication as the model described by ``metadata`` sees it on the film.
 

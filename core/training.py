@@ -444,7 +444,7 @@ class _Trainer:
             from core.errors import ModelFileError
 
             raise ModelFileError(f"{directory}: no training checkpoint there to resume from")
-        saved = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        saved = checkpoint_config(directory)
         if list(saved["filters"]) != list(self.config.filters):
             from core.errors import ModelFileError
 
@@ -489,6 +489,14 @@ def checkpoint_to_read(directory) -> Path:
         if (candidate / "state.index").is_file() and (candidate / "config.json").is_file():
             return candidate
     return directory
+
+
+def checkpoint_config(directory) -> dict:
+    """The ``TrainConfig`` (as a dict) a checkpoint was written with; ``directory`` as given to
+    ``resume_from`` (the complete one is read, see :func:`checkpoint_to_read`). Raises OSError or
+    ValueError when there is none or it cannot be read."""
+    path = checkpoint_to_read(Path(directory)) / "config.json"
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def explained_variance(model, x_ok) -> float:

@@ -327,13 +327,10 @@ def _default_gain(sigma, resuming: Path | None) -> float:
     """The input gain when --gain is not given: a resumed run keeps its checkpoint's (runs started
     before the gain existed have 1), a new one takes 8 with background removal, else 1."""
     if resuming is not None:
-        import json
+        from core.training import checkpoint_config
 
-        from core.training import checkpoint_to_read
-
-        config = checkpoint_to_read(resuming.with_suffix(".ckpt")) / "config.json"
         try:
-            return float(json.loads(config.read_text(encoding="utf-8")).get("gain", 1.0))
+            return float(checkpoint_config(resuming.with_suffix(".ckpt")).get("gain", 1.0))
         except (OSError, ValueError, AttributeError):
             pass  # no readable checkpoint: resuming fails with its own message
     from core.model import BACKGROUND_GAIN
@@ -397,9 +394,7 @@ def run(args) -> int:
     sources = _sources(spec, images, masks)
     weights = LossWeights.from_name(args.loss)
     if args.per_weight is not None:
-        from dataclasses import replace
-
-        weights = replace(weights, per=args.per_weight, kern_per=args.per_weight)
+        weights = weights.with_per_weight(args.per_weight)
     config = TrainConfig(
         steps=args.steps or 1000, batch=args.batch or 32, lr=args.lr, warmup_steps=args.warmup or 0,
         seed=args.seed, weights=weights, mixed_precision=args.precision, out=out, gain=gain,
