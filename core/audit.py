@@ -46,6 +46,9 @@ EVENTS = (
     "training mask painted",
     "model trained",
     "model qualified",
+    # the okay patches that set a model's thresholds (core.calibration_review)
+    "calibration patches excluded",
+    "calibration patches included",
 )
 
 

@@ -214,6 +214,9 @@ class PatchSets:
 
     ``regions`` holds, per set name (``calibration_okay``, ``test_okay`` and every test set), the
     weld region over each patch (bool (N, 192, 192)); None when the run uses whole radiographs.
+    ``calibration_origins`` says where each calibration patch was cut
+    (``core.calibration_review.encode_origins``: film name and geometry), so the patches that
+    set the thresholds can be looked at.
     """
 
     calibration_okay: np.ndarray
@@ -222,6 +225,7 @@ class PatchSets:
     contrasts: np.ndarray  # contrast figure of every test defect patch (before grading)
     synthetic: dict  # kind -> patches
     regions: dict | None = None
+    calibration_origins: dict | None = None
 
     def test_sets(self) -> dict:
         """Every positive test set by name (``TEST_SETS`` order), empty ones left out."""
@@ -290,11 +294,13 @@ def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED, roi
             synthetic[kind] = apply_perturbation(base, delta, weight)
         else:
             synthetic[kind] = (base + indication(weight * delta)).astype(np.float32)
-    calib_items = split.calibration or split.train
-    calibration_okay, regions["calibration_okay"] = patch_sampler(
-        calib_items, seed=seed + 1, roi=roi).okay_with_roi(budget.n_calibration, rng=rng)
+    from core.calibration_review import encode_origins
+
+    calib_items = [it for it in (split.calibration or split.train) if it.mask_path is not None]
+    calibration_okay, regions["calibration_okay"], where = patch_sampler(
+        calib_items, seed=seed + 1, roi=roi).okay_with_roi(budget.n_calibration, rng=rng, geometries=True)
     return PatchSets(calibration_okay, test_okay, test_defects, contrasts, synthetic,
-                     regions if roi else None)
+                     regions if roi else None, encode_origins([it.name for it in calib_items], where))
 
 
 # --- training sources -----------------------------------------------------------------------------

@@ -250,7 +250,8 @@ def decode_scores(d: dict) -> np.ndarray:
 
 
 def thresholds_from_metadata(metadata: dict, *, fpr: float | None = None) -> Thresholds | None:
-    """Thresholds stored in a model's metadata; re-derived from the stored okay scores for ``fpr``.
+    """Thresholds stored in a model's metadata; re-derived from the stored okay scores for ``fpr``
+    (without the patches a supervisor excluded, ``core.calibration_review``).
 
     Returns None when the model was never calibrated. Raises CalibrationError when ``fpr`` differs
     from the stored target and the stored scores are missing or too few for it.
@@ -267,12 +268,15 @@ def thresholds_from_metadata(metadata: dict, *, fpr: float | None = None) -> Thr
             f"the model stores no okay scores, so thresholds for FPR {fpr:g} cannot be derived; "
             "calibrate it again"
         )
+    from core.calibration_review import kept_scores
+
     band = int((stored or {}).get("edge_band_px", 0))
-    return calibrate(decode_scores(metadata["okay_scores"]), fpr=fpr or DEFAULT_FPR, edge_band_px=band)
+    return calibrate(kept_scores(metadata), fpr=fpr or DEFAULT_FPR, edge_band_px=band)
 
 
 def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR, regions=None,
-                    edge_band_px: int = EDGE_BAND_PX, progress=None, cancel=None) -> Thresholds:
+                    edge_band_px: int = EDGE_BAND_PX, origins=None, progress=None,
+                    cancel=None) -> Thresholds:
     """Score held-out okay patches with the model at ``path`` and store the thresholds.
 
     Parameters
@@ -288,11 +292,16 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
         (``edge_band_px`` wide) gets its own pair of thresholds.
     edge_band_px : int
         0 calibrates one pair for the whole region.
+    origins : dict, optional
+        Where each patch came from (``core.calibration_review.encode_origins``), stored so that
+        a supervisor can review the patches that set the thresholds.
 
     Returns
     -------
     Thresholds
-        Also written to the model's sidecar as ``thresholds`` with the scores as ``okay_scores``.
+        Also written to the model's sidecar as ``thresholds`` with the scores as ``okay_scores``
+        (and ``okay_origins``). A new calibration starts a new review: exclusions made on the
+        previous okay patches (``calibration_review``) are dropped with them.
     """
     from core.modelfile import load_model, update_metadata
     from core.scanning import patch_scores
@@ -308,7 +317,8 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
     scores = patch_scores(okay_patches, bundle.model, regions=regions, edge_band_px=band,
                           progress=progress, cancel=cancel)
     thr = calibrate(scores, fpr=fpr, edge_band_px=band)
-    update_metadata(path, thresholds=thr.to_dict(), okay_scores=encode_scores(scores))
+    update_metadata(path, thresholds=thr.to_dict(), okay_scores=encode_scores(scores),
+                    okay_origins=origins, calibration_review=None)
     return thr
 
 

@@ -249,12 +249,16 @@ class PatchSampler:
             return np.ones((PATCH, PATCH), bool)
         return extract(roi, geometry, order=0, output=bool)
 
-    def okay_with_roi(self, n, *, rng=None):
-        """``n`` okay patches and their ROI patches: (n, 192, 192) float32 and bool."""
+    def okay_with_roi(self, n, *, rng=None, geometries: bool = False):
+        """``n`` okay patches and their ROI patches: (n, 192, 192) float32 and bool.
+
+        With ``geometries`` their PatchGeometry list comes third (where each patch was cut).
+        """
         rng = self.rng if rng is None else rng
         geos = [self.okay_geometry(rng) for _ in range(n)]
-        return (np.stack([self.patch(g) for g in geos]).astype(np.float32),
-                np.stack([self.roi_patch(g) for g in geos]))
+        out = (np.stack([self.patch(g) for g in geos]).astype(np.float32),
+               np.stack([self.roi_patch(g) for g in geos]))
+        return (*out, geos) if geometries else out
 
     def mask_patch(self, geometry):
         """The defect mask patch (192, 192) bool at ``geometry`` (nearest neighbour)."""

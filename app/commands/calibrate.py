@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 DEFAULT_SEED = 1000  # the first held-out synthetic weld: training draws its own from --seed 0
 DEFAULT_FPR = 0.001  # core.calibration.DEFAULT_FPR (not imported: --help stays fast)
@@ -27,17 +28,83 @@ def add_parser(subparsers) -> None:
     p.add_argument("--fpr", type=float, default=DEFAULT_FPR, help="target patch-level false-positive rate (default 0.001)")
     p.add_argument("--patches", type=int, default=None, help="okay patches to score (default: 4 / fpr)")
     p.add_argument("--whole-image", action="store_true", help="draw patches from the whole image, not the weld region")
+    r = p.add_argument_group(
+        "review", "the okay patches that set the thresholds: list them, and (a supervisor, with a "
+        "reason, recorded in the audit trail) exclude those that are not accepted weld, e.g. an "
+        "indication the calibration film's mask misses; the thresholds are re-derived at once")
+    r.add_argument("--review", action="store_true", help="list the okay patches nearest the thresholds")
+    r.add_argument("--top", type=int, default=24, help="patches listed by --review (default 24)")
+    r.add_argument("--exclude", type=int, nargs="+", metavar="I", help="exclude okay patches (their # in --review)")
+    r.add_argument("--include", type=int, nargs="+", metavar="I", help="put excluded okay patches back")
+    r.add_argument("--reason", metavar="TEXT", help="why (required with --exclude / --include)")
+    r.add_argument("--user", metavar="U", help="the supervisor (required with --exclude / --include)")
+    r.add_argument("--db", metavar="FILE", help="the review database (default: the one in the weldreview home directory)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.review or args.exclude or args.include:
+        return run_review(args)
     if not args.data and not args.synthetic:
-        print("weldreview calibrate: give --data DIR and/or --synthetic N", file=sys.stderr)
+        print("weldreview calibrate: give --data DIR and/or --synthetic N (or --review)", file=sys.stderr)
         return 2
     thr, pixel = calibrate_file(args.model, data=args.data, synthetic=args.synthetic, seed=args.seed,
                                 fpr=args.fpr, patches=args.patches, whole_image=args.whole_image)
     print(thresholds_line(thr, pixel))
     return 0
+
+
+def run_review(args) -> int:
+    """``calibrate MODEL --review`` / ``--exclude I.. --reason R --user U`` / ``--include``."""
+    from core import calibration_review as review
+    from core.calibration import describe
+    from core.errors import WeldreviewError
+    from core.modelfile import read_metadata
+
+    try:
+        if args.exclude or args.include:
+            if not args.user or not args.reason:
+                print("weldreview calibrate: --exclude and --include need --user (a supervisor) and "
+                      "--reason (both are recorded)", file=sys.stderr)
+                return 2
+            from core.store import Store
+
+            change = review.exclude if args.exclude else review.include
+            with Store(args.db) as store:
+                thr = change(args.model, args.exclude or args.include, user=args.user, reason=args.reason,
+                             store=store)
+            print(f"thresholds now: {describe(thr)} ({thr.n_okay} okay patches, achieved FPR "
+                  f"{thr.fpr_achieved:.5f})")
+        if args.review:
+            metadata = read_metadata(args.model)
+            print(review_table(metadata, args.top))
+    except (WeldreviewError, ValueError, OSError) as exc:
+        print(f"weldreview calibrate: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def review_table(metadata: dict, top: int) -> str:
+    """The ``--review`` listing: rank, patch #, score / threshold, scores, film and position."""
+    from core.calibration import Thresholds
+    from core.calibration_review import tail
+
+    thr = Thresholds.from_dict(metadata["thresholds"]) if metadata.get("thresholds") else None
+    rows = tail(metadata, top)
+    band = thr is not None and thr.has_edge_band
+    head = f"{'rank':>4} {'#':>5} {'score/thr':>9} {'|mean|':>8} {'std':>8}"
+    head += f" {'band|m|':>8} {'band std':>8}" if band else ""
+    lines = [head + "  film (row, col)  status"]
+    for t in rows:
+        cols = " ".join(f"{v:8.4f}" for v in t.scores)
+        where = "(origin not recorded)" if t.origin is None else (
+            f"{t.origin.film} ({t.origin.centre[0]:.0f}, {t.origin.centre[1]:.0f})")
+        status = "" if t.excluded is None else (
+            f"EXCLUDED by {t.excluded['user']}: {t.excluded['reason']}")
+        lines.append(f"{t.rank:>4} {t.index:>5} {t.ratio:9.3f} {cols}  {where}  {status}")
+    n_out = sum(1 for t in rows if t.excluded)
+    lines.append(f"score/thr > 1: flagged at the thresholds in force; {n_out} of these excluded")
+    return "\n".join(lines)
 
 
 def patch_count(fpr: float, patches: int | None = None) -> int:
@@ -77,16 +144,20 @@ def draw_okay_patches(metadata: dict, n: int, *, data=None, synthetic: int = 0, 
     regions : ndarray (n, 192, 192) bool, or None with ``whole_image``
     pixel_size_um : float or None
         Of the first radiograph that states one.
+    origins : dict
+        Where each patch was cut (``core.calibration_review.encode_origins``): the radiograph's
+        path or ``synthetic:SEED``, centre and orientation, for the calibration review.
     """
+    from core.calibration_review import encode_origins
     from core.normalise import model_input
     from core.sampler import PatchSampler
 
-    images, masks, rois, pixel = _held_out(data, synthetic, seed, whole_image)  # raw: weld regions
+    images, masks, rois, pixel, sources = _held_out(data, synthetic, seed, whole_image)  # raw: weld regions
     images = [model_input(image, metadata) for image in images]
     sampler = PatchSampler(images, masks, rois=rois, seed=seed)
     print(f"scoring {n} okay patches from {len(images)} radiographs ...", file=sys.stderr, flush=True)
-    patches, regions = sampler.okay_with_roi(n)
-    return patches, None if whole_image else regions, pixel
+    patches, regions, geometries = sampler.okay_with_roi(n, geometries=True)
+    return patches, None if whole_image else regions, pixel, encode_origins(sources, geometries)
 
 
 def calibrate_file(model, *, data=None, synthetic: int = 0, seed: int = DEFAULT_SEED,
@@ -103,9 +174,10 @@ def calibrate_file(model, *, data=None, synthetic: int = 0, seed: int = DEFAULT_
 
     n = patch_count(fpr, patches)
     metadata = read_metadata(model)  # the model being calibrated: how it sees a radiograph
-    okay, regions, pixel = draw_okay_patches(metadata, n, data=data, synthetic=synthetic, seed=seed,
-                                             whole_image=whole_image)
-    thr = calibrate_model(model, okay, fpr=fpr, regions=regions, progress=progress, cancel=cancel)
+    okay, regions, pixel, origins = draw_okay_patches(metadata, n, data=data, synthetic=synthetic,
+                                                      seed=seed, whole_image=whole_image)
+    thr = calibrate_model(model, okay, fpr=fpr, regions=regions, origins=origins, progress=progress,
+                          cancel=cancel)
     return thr, pixel
 
 
@@ -124,8 +196,8 @@ def thresholds_line(thr, pixel_size_um: float | None) -> str:
 
 
 def _held_out(data, synthetic: int, seed: int, whole_image: bool):
-    """Images, masks, weld regions and a pixel size of the held-out radiographs."""
-    images, masks, rois, pixel = [], [], [], None
+    """Images, masks, weld regions, a pixel size and the sources (path or ``synthetic:SEED``)."""
+    images, masks, rois, pixel, sources = [], [], [], None, []
     if data:
         from core.datasets import load_dataset
         from core.roi import WeldNotFoundError, find_weld
@@ -141,6 +213,7 @@ def _held_out(data, synthetic: int, seed: int, whole_image: bool):
             images.append(item.image)
             masks.append(item.mask)
             rois.append(roi)
+            sources.append(str(Path(item.path).resolve()))
             pixel = pixel or item.pixel_size_um
     for i in range(synthetic or 0):
         from core.imageio import normalise
@@ -150,9 +223,10 @@ def _held_out(data, synthetic: int, seed: int, whole_image: bool):
         images.append(normalise(weld.image, bits_stored=16)[0])
         masks.append(weld.mask)
         rois.append(None if whole_image else weld.haz_mask)
+        sources.append(f"synthetic:{seed + i}")
         pixel = pixel or weld.pixel_size_um
     if not images:
         from core.errors import CalibrationError
 
         raise CalibrationError("no held-out radiograph with a weld region to draw okay patches from")
-    return images, masks, rois, pixel
+    return images, masks, rois, pixel, sources

@@ -1,0 +1,200 @@
+"""Calibration review: the okay patches that set a model's thresholds, and their audited exclusion.
+
+A real (tiny, untrained) model is calibrated for real on a generated weld through the command
+line; the review then has to find the patches it scored, re-derive the thresholds without the ones
+a supervisor excludes, refuse anyone else, and leave the audit trail and the model consistent.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core.calibration import calibrate, decode_scores, thresholds_from_metadata
+from core.calibration_review import exclude, include, kept_scores, origins, review_patches, tail
+from core.errors import CalibrationError, StoreError
+from core.model import build_autoencoder
+from core.modelfile import file_sha256, load_model, read_metadata, save_model, sidecar_path
+from core.store import Store
+
+CAL = ["--synthetic", "1", "--fpr", "0.05", "--patches", "80", "--seed", "1000"]
+
+
+@pytest.fixture
+def calibrated(tmp_path):
+    """A calibrated model file, and a database with a supervisor, an interpreter and the model."""
+    from app.cli import main
+
+    path = save_model(build_autoencoder(seed=3, filters=(4, 6), dropout=0.0), tmp_path / "m.keras",
+                      metadata={"name": "m"})
+    assert main(["calibrate", str(path), *CAL]) == 0
+    store = Store(tmp_path / "review.db")
+    store.add_user("sue", role="supervisor")
+    store.add_user("ian", role="interpreter")
+    meta = read_metadata(path)
+    store.add_model(sha256=file_sha256(path), metadata=meta, thresholds=meta["thresholds"], path=path)
+    yield path, store
+    store.close()
+
+
+def test_calibration_records_where_each_okay_patch_was_cut(calibrated):
+    from app.commands.calibrate import draw_okay_patches
+
+    path, _ = calibrated
+    meta = read_metadata(path)
+    where = origins(meta)
+    assert len(where) == 80 == len(decode_scores(meta["okay_scores"]))
+    assert {o.source for o in where} == {"synthetic:1000"}
+    top = tail(meta, 5)
+    assert [t.rank for t in top] == [1, 2, 3, 4, 5]
+    assert all(a.ratio >= b.ratio for a, b in zip(top, top[1:]))
+    assert top[0].ratio >= 1.0 - 1e-9  # at 5 % of 80, the top patches are at or over the thresholds
+    # cut again from its source, a patch is exactly the one that was scored
+    patches, _, _, _ = draw_okay_patches(meta, 80, synthetic=1, seed=1000)
+    shown = review_patches(load_model(path), [top[0].index, top[3].index])
+    for item in shown:
+        np.testing.assert_allclose(item["patch"], patches[item["index"]], atol=1e-6)
+        assert item["residual"].shape == (156, 156) and np.isfinite(item["residual"]).all()
+
+
+def test_a_supervisors_exclusion_re_derives_the_thresholds_and_is_audited(calibrated):
+    path, store = calibrated
+    meta = read_metadata(path)
+    before = meta["thresholds"]
+    top = [t.index for t in tail(meta, 3)]
+    thr = exclude(path, top[:2], user="sue", reason="unmarked pore on the calibration film", store=store)
+
+    scores = decode_scores(meta["okay_scores"])
+    keep = np.setdiff1d(np.arange(len(scores)), top[:2])
+    expected = calibrate(scores[keep], fpr=0.05, edge_band_px=before["edge_band_px"])
+    assert (thr.mean, thr.std, thr.edge_mean, thr.edge_std) == pytest.approx(
+        (expected.mean, expected.std, expected.edge_mean, expected.edge_std))
+    assert thr.n_okay == 78 and thr.fpr_target == 0.05
+    assert np.mean(thr.flagged(scores[keep])) <= 0.05
+
+    after = read_metadata(path)  # the model in use now scans at the new thresholds
+    assert load_model(path).thresholds.mean == pytest.approx(thr.mean)
+    assert sorted(int(k) for k in after["calibration_review"]["excluded"]) == sorted(top[:2])
+    assert len(kept_scores(after)) == 78
+    listed = {t.index: t for t in tail(after, 3)}
+    assert listed[top[0]].excluded["user"] == "sue" and "pore" in listed[top[0]].excluded["reason"]
+    # another operating point of the same model leaves the excluded patches out too
+    other = thresholds_from_metadata(after, fpr=0.1)
+    assert other.mean == pytest.approx(calibrate(scores[keep], fpr=0.1, edge_band_px=32).mean)
+
+    event = store.audit_log()[-1]
+    assert event["event"] == "calibration patches excluded" and event["user"] == "sue"
+    d = event["details"]
+    assert [p["index"] for p in d["patches"]] == sorted(top[:2])
+    assert all(p["film"] == "synthetic:1000" and len(p["centre"]) == 2 for p in d["patches"])
+    assert d["thresholds_before"]["mean"] == before["mean"] and d["thresholds_after"]["mean"] == thr.mean
+    assert store.models()[0]["thresholds"]["mean"] == thr.mean  # the registered model follows
+    assert store.verify().ok
+
+    # putting one back: audited, thresholds from the 79 kept patches
+    thr2 = include(path, [top[1]], user="sue", reason="looked again: accepted weld", store=store)
+    assert thr2.n_okay == 79 and store.audit_log()[-1]["event"] == "calibration patches included"
+    assert list(read_metadata(path)["calibration_review"]["excluded"]) == [str(top[0])]
+    include(path, [top[0]], user="sue", reason="all back", store=store)
+    assert read_metadata(path)["thresholds"] == before  # the original operating point again
+
+
+def test_only_a_supervisor_with_a_reason_may_exclude_and_a_refusal_changes_nothing(calibrated):
+    path, store = calibrated
+    side = sidecar_path(path).read_text()
+    n_events = len(store.audit_log())
+    top = tail(read_metadata(path), 1)[0].index
+    with pytest.raises(ValueError, match="only a supervisor"):
+        exclude(path, [top], user="ian", reason="looks like a pore", store=store)
+    with pytest.raises(ValueError, match="give a reason"):
+        exclude(path, [top], user="sue", reason="  ", store=store)
+    with pytest.raises(ValueError, match="unknown user"):
+        exclude(path, [top], user="eve", reason="x", store=store)
+    with pytest.raises(ValueError, match="no okay calibration patch 80"):
+        exclude(path, [80], user="sue", reason="x", store=store)
+    with pytest.raises(ValueError, match="already included"):
+        include(path, [top], user="sue", reason="x", store=store)
+    # at 5 % FPR 60 okay patches are needed: 21 exclusions of 80 would leave too few
+    with pytest.raises(CalibrationError, match="at least 60"):
+        exclude(path, range(21), user="sue", reason="too many", store=store)
+    assert sidecar_path(path).read_text() == side and len(store.audit_log()) == n_events
+    assert not list(path.parent.glob(".*.review"))
+
+
+def test_no_exclusion_without_its_audit_event(calibrated, tmp_path):
+    path, store = calibrated
+    side = sidecar_path(path).read_text()
+    top = tail(read_metadata(path), 1)[0].index
+    readonly = Store(store.path, readonly=True)
+    try:
+        with pytest.raises(StoreError, match="read-only"):
+            exclude(path, [top], user="sue", reason="pore", store=readonly)
+    finally:
+        readonly.close()
+    assert sidecar_path(path).read_text() == side  # the model keeps its thresholds
+
+
+def test_a_new_calibration_starts_a_new_review(calibrated):
+    from app.cli import main
+
+    path, store = calibrated
+    exclude(path, [tail(read_metadata(path), 1)[0].index], user="sue", reason="pore", store=store)
+    assert main(["calibrate", str(path), *CAL[:-1], "1001"]) == 0
+    meta = read_metadata(path)
+    assert meta["calibration_review"] is None and len(kept_scores(meta)) == 80
+
+
+def test_a_calibration_without_origins_can_be_listed_not_shown(calibrated):
+    path, _ = calibrated
+    meta = json.loads(sidecar_path(path).read_text())
+    del meta["okay_origins"]  # calibrated before origins were recorded
+    sidecar_path(path).write_text(json.dumps(meta))
+    assert tail(read_metadata(path), 2)[0].origin is None
+    with pytest.raises(CalibrationError, match="calibrate the model again"):
+        review_patches(load_model(path), [0])
+
+
+def test_uncalibrated_model_has_nothing_to_review(tmp_path):
+    path = save_model(build_autoencoder(seed=3, filters=(4, 6), dropout=0.0), tmp_path / "u.keras",
+                      metadata={"name": "u"})
+    with pytest.raises(CalibrationError, match="not calibrated"):
+        tail(read_metadata(path))
+
+
+def test_command_line_review_and_exclusion(calibrated, capsys):
+    from app.cli import main
+
+    path, store = calibrated
+    capsys.readouterr()
+    assert main(["calibrate", str(path), "--review", "--top", "4"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["rank", "#", "score/thr"] and len(lines) == 6
+    assert "synthetic:1000 (" in lines[1]
+    first = int(lines[1].split()[1])
+    assert main(["calibrate", str(path), "--exclude", str(first)]) == 2  # no user, no reason
+    assert "--user" in capsys.readouterr().err
+    assert main(["calibrate", str(path), "--exclude", str(first), "--user", "ian", "--reason", "pore",
+                 "--db", str(store.path)]) == 1
+    assert "only a supervisor" in capsys.readouterr().err
+    assert main(["calibrate", str(path), "--exclude", str(first), "--user", "sue", "--reason", "pore",
+                 "--db", str(store.path), "--review", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("thresholds now: |mean| >") and "79 okay patches" in out
+    assert "EXCLUDED by sue: pore" in out
+
+
+def test_benchmark_patch_sets_say_where_calibration_patches_were_cut(gdxray_pair):
+    from core.benchmark import BUDGETS, Split, build_patch_sets
+    from core.datasets import load_dataset
+    from core.sampler import PatchGeometry, extract
+
+    a, b = load_dataset(gdxray_pair, include_unmasked=False)
+    sets = build_patch_sets(Split([a], [b], [a], "test split"), BUDGETS["tiny"])
+    where = origins({"okay_origins": sets.calibration_origins})
+    assert len(where) == len(sets.calibration_okay) and {o.source for o in where} == {b.name}
+    o = where[0]
+    again = extract(b.image, PatchGeometry(0, o.centre, o.matrix), order=3)
+    np.testing.assert_allclose(again, sets.calibration_okay[0], atol=1e-6)
