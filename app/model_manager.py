@@ -1,9 +1,10 @@
 """The model manager: versions with provenance and qualification, activate/rollback, training set.
 
 Supervisors activate a qualified version (or an unqualified one with a justification) and roll
-back; anyone may run a qualification (in the background) and look at what each version was
-trained on. The training-set tab lists the entries made from verdicts; supervisors exclude them
-(with a reason) or include them again.
+back; anyone may run a qualification (in the background), look at what each version was trained
+on, and review the okay patches that set its thresholds (app/calibration_review.py). The
+training-set tab lists the entries made from verdicts; supervisors exclude them (with a reason)
+or include them again.
 """
 
 from __future__ import annotations
@@ -85,8 +86,10 @@ class ModelManager(QDialog):
         self.activate_button.clicked.connect(self._activate_clicked)
         self.rollback_button = QPushButton("Roll back")
         self.rollback_button.clicked.connect(self._rollback_clicked)
+        self.review_button = QPushButton("Review calibration...")
+        self.review_button.clicked.connect(lambda: self.open_calibration_review())
         row = QHBoxLayout()
-        for b in (self.qualify_button, self.activate_button, self.rollback_button):
+        for b in (self.qualify_button, self.activate_button, self.rollback_button, self.review_button):
             row.addWidget(b)
         row.addStretch(1)
         lay = QVBoxLayout(w)
@@ -285,9 +288,33 @@ class ModelManager(QDialog):
             n = self.set_selected_excluded(True, reason=text.strip())
             self._say(f"{n} training entries excluded.")
 
+    def open_calibration_review(self):
+        """Open the calibration review of the selected version's file (non-modal); it or None."""
+        from pathlib import Path
+
+        from app.calibration_review import CalibrationReview
+
+        v = self.selected_model()
+        if v is None:
+            self._say("Select a model version to review its calibration.")
+            return None
+        if not v["path"] or not Path(v["path"]).is_file():
+            self._say(f"Model {v['id']}'s file is missing ({v['path'] or 'no path recorded'}): its "
+                      "calibration cannot be reviewed.")
+            return None
+        dialog = CalibrationReview(self.store, self.user, v["path"], self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.thresholds_changed.connect(lambda _: (self.refresh(), self._show_details()))
+        dialog.show()
+        return dialog
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
         if self.runner.is_running():
             self.runner.shutdown()
+        from app.calibration_review import CalibrationReview
+
+        for review in self.findChildren(CalibrationReview):  # their background loads stop
+            review.close()
         super().closeEvent(event)
 
 

@@ -201,7 +201,7 @@ class NewRunDialog(QDialog):
         self.fpr.setSingleStep(0.001)
         self.fpr.setValue(DEFAULT_CALIBRATION_FPR)
         self.fpr.setToolTip("Target patch-level false-positive rate of the calibration at the end "
-                            "(weldreview calibrate --fpr): 4 / rate okay patches are scored")
+                            "(weldreview calibrate --fpr): 4.5 / rate okay patches are scored")
 
         form = QFormLayout()
         form.addRow("Name", self.name)

@@ -214,7 +214,10 @@ class JobRunner(QObject):
 
     @Slot()
     def _on_thread_finished(self) -> None:
-        if self._thread is None:
+        # A thread released by shutdown() still delivers its queued ``finished``; by then a new
+        # job may own self._thread, which must not be released (destroying a running QThread).
+        sender = self.sender()
+        if self._thread is None or (isinstance(sender, QThread) and sender is not self._thread):
             return
         thread, worker = self._thread, self._worker
         self._thread = self._worker = self._token = None

@@ -207,7 +207,7 @@ def test_a_run_from_the_form_with_a_calibration_folder_ends_calibrated_and_is_us
     assert dialog.messages[-1] == f"The main window now scans with {run.model}."
     qtbot.waitUntil(lambda: w.bundle is not None or w.model_error is not None, timeout=60_000)
     assert w.model_error is None and w.bundle.path == run.model
-    assert w.bundle.thresholds.fpr_target == 0.05 and w.bundle.thresholds.n_okay == 80
+    assert w.bundle.thresholds.fpr_target == 0.05 and w.bundle.thresholds.n_okay == 90  # 4.5 / fpr
 
 
 def test_a_calibrating_run_reads_calibrating_in_the_table(tmp_path):

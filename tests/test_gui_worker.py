@@ -74,3 +74,26 @@ def test_only_one_job_at_a_time(runner, qtbot):
         runner.start(lambda progress, cancel: None, name="second")
     gate.set()
     qtbot.waitUntil(lambda: not runner.is_running(), timeout=10_000)
+
+
+def test_a_job_started_right_after_shutdown_is_not_released_by_the_old_thread(runner, qtbot):
+    """The stopped thread's queued ``finished`` must not release the next job's thread (that
+    destroyed a running QThread and aborted the application)."""
+    gate = threading.Event()
+
+    def quick(progress, cancel):
+        return 1
+
+    def slow(progress, cancel):
+        gate.wait(10)
+        return 2
+
+    runner.start(quick, name="quick")
+    runner.shutdown()  # waits; the thread's own finished signal is still queued for the GUI thread
+    got = []
+    runner.start(slow, name="slow", on_success=got.append)
+    qtbot.wait(200)  # deliver the old thread's queued signal
+    assert runner.is_running() and runner.name == "slow"
+    gate.set()
+    qtbot.waitUntil(lambda: not runner.is_running(), timeout=10_000)
+    assert got == [2]

@@ -26,7 +26,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--synthetic", type=int, default=0, metavar="N", help="generate N held-out synthetic welds")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="first seed of the synthetic welds and of the patch draws")
     p.add_argument("--fpr", type=float, default=DEFAULT_FPR, help="target patch-level false-positive rate (default 0.001)")
-    p.add_argument("--patches", type=int, default=None, help="okay patches to score (default: 4 / fpr)")
+    p.add_argument("--patches", type=int, default=None, help="okay patches to score (default: 4.5 / fpr, so a review can exclude up to 1 in 9 "
+                   "without lowering the false positives the target allows)")
     p.add_argument("--whole-image", action="store_true", help="draw patches from the whole image, not the weld region")
     r = p.add_argument_group(
         "review", "the okay patches that set the thresholds: list them, and (a supervisor, with a "
@@ -108,7 +109,12 @@ def review_table(metadata: dict, top: int) -> str:
 
 
 def patch_count(fpr: float, patches: int | None = None) -> int:
-    """Okay patches to score at ``fpr``: ``patches``, or 4 / fpr by default.
+    """Okay patches to score at ``fpr``: ``patches``, or 4.5 / fpr by default.
+
+    4.5 / fpr, not a multiple of 1 / fpr: the false positives the target allows on n patches are
+    ``floor(fpr * n)``, so with exactly 4 / fpr the first patch a supervisor excludes in the
+    calibration review (core.calibration_review) would cut them from 4 to 3 and could raise the
+    thresholds; with 4.5 / fpr up to one patch in nine can be excluded before that happens.
 
     Raises CalibrationError for an FPR outside (0, 1) or fewer patches than it needs (3 / fpr),
     so that a caller can refuse before any work (``weldreview train --calibrate-...``).
@@ -119,7 +125,7 @@ def patch_count(fpr: float, patches: int | None = None) -> int:
     from core.errors import CalibrationError
 
     need = min_okay_patches(fpr)  # also checks the FPR
-    n = patches or int(np.ceil(4 / fpr))
+    n = patches or int(np.ceil(4.5 / fpr - 1e-9))
     if n < need:
         raise CalibrationError(
             f"{n} okay patches cannot support a false positive rate of {fpr:g}: at least "

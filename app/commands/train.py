@@ -117,7 +117,7 @@ def add_parser(subparsers) -> None:
     cal.add_argument("--calibrate-fpr", type=float, metavar="FPR",
                      help="target patch-level false-positive rate (calibrate's --fpr; default 0.001)")
     cal.add_argument("--calibrate-patches", type=int, metavar="N",
-                     help="okay patches to score (calibrate's --patches; default 4 / fpr)")
+                     help="okay patches to score (calibrate's --patches; default 4.5 / fpr)")
     cal.add_argument("--calibrate-seed", type=int, metavar="SEED", help="first seed of the held-out "
                      "synthetic welds and of the patch draws (calibrate's --seed; default 1000)")
     p.add_argument("--from-verdicts", action="store_true",
