@@ -743,6 +743,16 @@ class MainWindow(QMainWindow):
         else:
             self._ensure_model()
 
+    def thresholds_changed_on_disk(self, path: Path) -> None:
+        """A calibration review changed the thresholds of ``path``: if it is the model in use,
+        load them for the next scan (the scan on screen keeps the thresholds it was made with)."""
+        if Path(path).resolve() != self.model_path.resolve():
+            return
+        self.bundle, self.model_error = None, None
+        self._ensure_model()
+        self.show_status("The model's thresholds changed (calibration review): they apply from the "
+                         "next scan.")
+
     def preload_model(self) -> None:
         """Load the model now, in the background (importing TensorFlow stalls the event loop for
         a few hundred ms once; better at start than at the first radiograph)."""

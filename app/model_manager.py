@@ -46,6 +46,7 @@ class ModelManager(QDialog):
     """
 
     activated = Signal(str)
+    thresholds_changed = Signal(str)  # the path of a model whose calibration review changed them
 
     def __init__(self, store, user, parent=None, *, images=None):
         super().__init__(parent)
@@ -304,7 +305,8 @@ class ModelManager(QDialog):
             return None
         dialog = CalibrationReview(self.store, self.user, v["path"], self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.thresholds_changed.connect(lambda _: (self.refresh(), self._show_details()))
+        dialog.thresholds_changed.connect(lambda _: (self.refresh(), self._show_details(),
+                                                     self.thresholds_changed.emit(str(v["path"]))))
         dialog.show()
         return dialog
 
@@ -330,6 +332,7 @@ def open_model_manager(main_window) -> ModelManager | None:
             from pathlib import Path
 
             manager.activated.connect(lambda path: main_window.use_model(Path(path)))
+            manager.thresholds_changed.connect(lambda path: main_window.thresholds_changed_on_disk(Path(path)))
         main_window._model_manager = manager
     manager.refresh()
     manager.show()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PySide6.QtWidgets import QInputDialog
 
-from gui_support import no_thread_leak  # noqa: F401
+from gui_support import no_thread_leak, qsettings  # noqa: F401
 
 LOAD_TIMEOUT_MS = 60_000
 CALIBRATE = ["--fpr", "0.05", "--patches", "80"]
@@ -270,3 +270,30 @@ def test_the_model_manager_opens_the_review_of_the_selected_version(qtbot, store
     assert (event["entity"], event["entity_id"]) == ("models", mid)
     wait_shown(qtbot, dialog, dialog.rows[0].index)
     dialog.close()
+
+
+def test_the_main_window_scans_with_the_reviewed_thresholds(qtbot, qsettings, store, model):  # noqa: F811
+    """A review of the model in use reaches the main window: the next scan uses the new thresholds."""
+    from app.main_window import MainWindow
+    from app.model_manager import open_model_manager
+    from core.modelfile import file_sha256, read_metadata
+
+    meta = read_metadata(model)
+    mid = store.add_model(sha256=file_sha256(model), metadata=meta, thresholds=meta["thresholds"],
+                          name="m", path=model, user="sue")
+    w = MainWindow(store=store, user="sue", settings=qsettings, model_path=model)
+    qtbot.addWidget(w)
+    w.preload_model()
+    qtbot.waitUntil(lambda: w.bundle is not None, timeout=30_000)
+    before = w.bundle.thresholds
+    manager = open_model_manager(w)
+    manager.select_model(mid)
+    dialog = manager.open_calibration_review()
+    dialog.select_rows([0, 1])
+    after = dialog.exclude_selected("unmarked pore")
+    assert after is not None and after != before
+    qtbot.waitUntil(lambda: w.bundle is not None and w.bundle.thresholds == after, timeout=30_000)
+    assert "apply from the next scan" in w.statusBar().currentMessage()
+    dialog.close()
+    manager.close()
+    w.close()
