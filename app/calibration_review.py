@@ -102,10 +102,15 @@ class CalibrationReview(QDialog):
         self.table.itemSelectionChanged.connect(self._on_selection)
         self.exclude_button = QPushButton("Exclude selected...")
         self.exclude_button.clicked.connect(lambda: self._ask_and_change(True))
+        self.spot_button = QPushButton("Exclude the spot...")
+        self.spot_button.setToolTip("Exclude every calibration patch whose aperture holds the shown "
+                                    "patch's strongest residual (a scratch or pore lies in several)")
+        self.spot_button.clicked.connect(self._ask_and_exclude_spot)
         self.include_button = QPushButton("Include again...")
         self.include_button.clicked.connect(lambda: self._ask_and_change(False))
         buttons = QHBoxLayout()
         buttons.addWidget(self.exclude_button)
+        buttons.addWidget(self.spot_button)
         buttons.addWidget(self.include_button)
         buttons.addStretch(1)
         left = QWidget()
@@ -202,6 +207,7 @@ class CalibrationReview(QDialog):
         for b in (self.exclude_button, self.include_button):
             b.setEnabled(supervisor)
             b.setToolTip("" if supervisor else "supervisors only")
+        self._update_spot_button()
         if self.shown is not None and "patch" in self.shown:
             self._render(self.shown)  # the residual's scale follows the thresholds
 
@@ -314,6 +320,10 @@ class CalibrationReview(QDialog):
         self.shown = {"index": self._loading, "origin": None, "error": message}
         self._show_message(f"The patch cannot be shown: {message}")
 
+    def _update_spot_button(self) -> None:
+        ready = bool(self.shown and self.shown.get("covering") and self.shown["index"] == self._wanted)
+        self.spot_button.setEnabled(self.is_supervisor() and bool(self.rows) and ready)
+
     def _render(self, item: dict) -> None:
         patch, residual = item["patch"], item["residual"]
         lo, hi = np.percentile(patch, [0.5, 99.5])
@@ -323,15 +333,30 @@ class CalibrationReview(QDialog):
         self.residual_item.setImage(residual, autoLevels=False, levels=(-span, span))
         self.residual_title.setText(f"residual, ±{span:.3g}")
         self.stack.setCurrentWidget(self.graphics)
+        if "spot" in item:
+            o = item["origin"]
+            self.caption.setText(
+                f"Patch #{item['index']}, {o.film} ({o.centre[0]:.0f}, {o.centre[1]:.0f}); its strongest "
+                f"residual is at ({item['spot'][0]:.0f}, {item['spot'][1]:.0f}) on the film, inside "
+                f"{len(item['covering'])} calibration patch(es)")
+        self._update_spot_button()
 
     def _show_message(self, text: str) -> None:
         self.message.setText(text)
         self.stack.setCurrentWidget(self.message)
+        self._update_spot_button()
 
     # ----- actions ------------------------------------------------------------------------
     def _say(self, text: str) -> None:
         self.messages.append(text)
         self.status.setText(text)
+
+    def exclude_spot(self, reason: str):
+        """Exclude every okay patch over the shown patch's strongest residual; the new Thresholds or None."""
+        if not (self.shown and self.shown.get("covering")):
+            self._say("Select a patch and wait until it is shown: its spot is found on the film.")
+            return None
+        return self._change(True, reason, indices=self.shown["covering"])
 
     def exclude_selected(self, reason: str):
         """Exclude the selected patches (a supervisor, with a reason); the new Thresholds or None."""
@@ -341,14 +366,16 @@ class CalibrationReview(QDialog):
         """Include the selected excluded patches again; the new Thresholds or None."""
         return self._change(False, reason)
 
-    def _change(self, excluding: bool, reason: str):
+    def _change(self, excluding: bool, reason: str, *, indices=None):
         from core import calibration_review as review
 
         before, out_before = self.thresholds, set(review.exclusions(self.metadata))
         change = review.exclude if excluding else review.include
+        if indices is not None and excluding:  # a spot: those of its patches not yet excluded
+            indices = [i for i in indices if i not in out_before]
         try:
-            after = change(self.model_path, self.selected_indices(), user=self.user, reason=reason,
-                           store=self.store)
+            after = change(self.model_path, self.selected_indices() if indices is None else indices,
+                           user=self.user, reason=reason, store=self.store)
         except CHANGE_ERRORS as exc:
             self._say(error_message(exc))
             return None
@@ -373,6 +400,18 @@ class CalibrationReview(QDialog):
             f"{verb} {n} patch{'es' if n != 1 else ''}: why? (recorded in the audit trail)")
         if ok and text.strip():
             self._change(excluding, text.strip())
+
+    def _ask_and_exclude_spot(self) -> None:
+        if not (self.shown and self.shown.get("covering")):
+            self._say("Select a patch and wait until it is shown: its spot is found on the film.")
+            return
+        n = len(self.shown["covering"])
+        text, ok = QInputDialog.getText(
+            self, "Exclude the spot",
+            f"Exclude the {n} calibration patch{'es' if n != 1 else ''} over this spot: why? "
+            "(recorded in the audit trail)")
+        if ok and text.strip():
+            self.exclude_spot(text.strip())
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt name
         super().showEvent(event)

@@ -258,8 +258,11 @@ def review_patches(bundle, indices) -> list[dict]:
     -------
     list of dict
         Per index: ``patch`` (192, 192) float32 as the model sees it, ``residual`` (156, 156)
-        (patch aperture minus reconstruction), ``origin``; or ``error`` (str) when the source
-        cannot be read (moved, deleted), instead of the arrays.
+        (patch aperture minus reconstruction), ``origin``, ``spot`` (row, col on the film: the
+        centre of the residual's strongest 9 x 9 |mean|, what the patch is flagged for) and
+        ``covering`` (every okay patch of that film whose aperture holds the spot,
+        :func:`patches_over`: excluding a spot excludes them all); or ``error`` (str) when the
+        source cannot be read (moved, deleted), instead of the arrays.
     """
     from core.model import APERTURE, OFFSET
     from core.normalise import model_input
@@ -294,7 +297,40 @@ def review_patches(bundle, indices) -> list[dict]:
             if "patch" in item:
                 ap = item["patch"][OFFSET:OFFSET + APERTURE, OFFSET:OFFSET + APERTURE]
                 item["residual"] = (ap - next(it)).astype(np.float32)
+                item["spot"] = _strongest_spot(item["residual"], item["origin"])
+                item["covering"] = patches_over(where, item["origin"].source, item["spot"])
     return out
+
+
+def patches_over(where: list[Origin], source: str, spot) -> list[int]:
+    """Indices of the okay patches of ``source`` whose 156 x 156 aperture holds the film point ``spot``.
+
+    A scratch or an unmarked pore lies in every calibration patch drawn over it; excluding the
+    spot rather than one patch leaves none of them to set the thresholds.
+    """
+    from core.model import APERTURE, OFFSET, PATCH
+
+    half = (PATCH - 1) / 2.0
+    out = []
+    for i, o in enumerate(where):
+        if o.source != source:
+            continue
+        p = np.linalg.solve(o.matrix, np.subtract(spot, o.centre)) + half  # film -> patch pixel
+        if np.all(p >= OFFSET - 0.5) and np.all(p <= OFFSET + APERTURE - 0.5):
+            out.append(i)
+    return out
+
+
+def _strongest_spot(residual: np.ndarray, origin: Origin) -> tuple[float, float]:
+    """Film (row, col) of the centre of the residual's largest 9 x 9 |mean| (aperture coordinates in)."""
+    from core.model import OFFSET, PATCH
+    from core.residual import local_mean_std
+
+    mean, _ = local_mean_std(residual)
+    r, c = np.unravel_index(np.nanargmax(np.abs(mean)), mean.shape)
+    p = np.array([r + OFFSET, c + OFFSET], float) - (PATCH - 1) / 2.0
+    row, col = np.asarray(origin.centre) + origin.matrix @ p
+    return float(row), float(col)
 
 
 def _load_source(source: str) -> np.ndarray:

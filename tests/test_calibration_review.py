@@ -184,6 +184,16 @@ def test_command_line_review_and_exclusion(calibrated, capsys):
     out = capsys.readouterr().out
     assert out.startswith("thresholds now: |mean| >") and "79 okay patches" in out
     assert "EXCLUDED by sue: pore" in out
+    # --spot: every patch over the strongest residual of the next one
+    second = next(t.index for t in tail(read_metadata(path), 5) if t.excluded is None)
+    (item,) = review_patches(load_model(path), [second])
+    assert main(["calibrate", str(path), "--exclude", str(second), "--spot", "--user", "sue",
+                 "--reason", "scratch", "--db", str(store.path)]) == 0
+    out = capsys.readouterr().out
+    assert f"patch {second}: strongest residual at" in out and "synthetic:1000" in out
+    from core.calibration_review import exclusions
+
+    assert set(exclusions(read_metadata(path))) == {first} | set(item["covering"])
 
 
 def test_benchmark_patch_sets_say_where_calibration_patches_were_cut(gdxray_pair):
@@ -198,3 +208,34 @@ def test_benchmark_patch_sets_say_where_calibration_patches_were_cut(gdxray_pair
     o = where[0]
     again = extract(b.image, PatchGeometry(0, o.centre, o.matrix), order=3)
     np.testing.assert_allclose(again, sets.calibration_okay[0], atol=1e-6)
+
+
+def test_a_patchs_spot_is_where_its_residual_peaks_and_covers_every_patch_over_it(calibrated):
+    """The spot (film coordinates) and the patches over it agree with the sampler's own geometry."""
+    from core.imageio import normalise
+    from core.model import APERTURE, OFFSET
+    from core.residual import local_mean_std
+    from core.sampler import PatchGeometry, extract
+    from core.synthetic import generate_weld
+
+    path, _ = calibrated
+    meta = read_metadata(path)
+    where = origins(meta)
+    top = tail(meta, 1)[0].index
+    (item,) = review_patches(load_model(path), [top])
+    film = normalise(generate_weld(1000).image, bits_stored=16)[0]
+    marker = np.zeros(film.shape, np.float32)
+    marker[tuple(int(round(v)) for v in item["spot"])] = 1.0
+
+    def aperture_of(i):
+        o = where[i]
+        cut = extract(marker, PatchGeometry(0, o.centre, o.matrix), order=0)
+        return cut[OFFSET:OFFSET + APERTURE, OFFSET:OFFSET + APERTURE]
+
+    mean, _ = local_mean_std(item["residual"])
+    peak = np.unravel_index(np.nanargmax(np.abs(mean)), mean.shape)
+    at = np.unravel_index(np.argmax(aperture_of(top)), (APERTURE, APERTURE))
+    assert np.abs(np.subtract(peak, at)).max() <= 1  # the spot is the residual's peak on the film
+    expected = {i for i in range(len(where)) if aperture_of(i).any()}
+    covering = set(item["covering"])
+    assert top in covering and len(covering ^ expected) <= 1  # at most a border pixel's rounding

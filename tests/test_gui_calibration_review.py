@@ -297,3 +297,29 @@ def test_the_main_window_scans_with_the_reviewed_thresholds(qtbot, qsettings, st
     dialog.close()
     manager.close()
     w.close()
+
+
+def test_a_supervisor_excludes_every_patch_over_a_spot(qtbot, store, model, monkeypatch):
+    """One click takes out every calibration patch that holds the shown patch's strongest residual."""
+    from core.calibration_review import exclusions
+    from core.modelfile import read_metadata
+
+    dialog = open_review(qtbot, store, "sue", model)
+    assert not dialog.spot_button.isEnabled()  # nothing shown yet
+    dialog.select_rows([0])
+    shown = wait_shown(qtbot, dialog, dialog.rows[0].index)
+    assert dialog.spot_button.isEnabled() and shown["index"] in shown["covering"]
+    assert f"inside {len(shown['covering'])} calibration patch" in dialog.caption.text()
+    monkeypatch.setattr(QInputDialog, "getText", staticmethod(lambda *a, **k: ("scratch", True)))
+    dialog.spot_button.click()
+    assert set(exclusions(read_metadata(model))) == set(shown["covering"])
+    (event,) = store.audit_log(event="calibration patches excluded")
+    assert sorted(p["index"] for p in event["details"]["patches"]) == sorted(shown["covering"])
+    assert event["details"]["reason"] == "scratch"
+
+    interpreter = open_review(qtbot, store, "ian", model)
+    interpreter.select_rows([1])
+    wait_shown(qtbot, interpreter, interpreter.rows[1].index)
+    assert not interpreter.spot_button.isEnabled()
+    interpreter.close()
+    dialog.close()

@@ -36,6 +36,9 @@ def add_parser(subparsers) -> None:
     r.add_argument("--review", action="store_true", help="list the okay patches nearest the thresholds")
     r.add_argument("--top", type=int, default=24, help="patches listed by --review (default 24)")
     r.add_argument("--exclude", type=int, nargs="+", metavar="I", help="exclude okay patches (their # in --review)")
+    r.add_argument("--spot", action="store_true",
+                   help="with --exclude: every okay patch over each given patch's strongest residual "
+                   "(a scratch or pore lies in several; runs the model on the given patches)")
     r.add_argument("--include", type=int, nargs="+", metavar="I", help="put excluded okay patches back")
     r.add_argument("--reason", metavar="TEXT", help="why (required with --exclude / --include)")
     r.add_argument("--user", metavar="U", help="the supervisor (required with --exclude / --include)")
@@ -71,9 +74,11 @@ def run_review(args) -> int:
             from core.store import Store
 
             change = review.exclude if args.exclude else review.include
+            indices = args.exclude or args.include
+            if args.exclude and args.spot:
+                indices = spot_patches(args.model, args.exclude)
             with Store(args.db) as store:
-                thr = change(args.model, args.exclude or args.include, user=args.user, reason=args.reason,
-                             store=store)
+                thr = change(args.model, indices, user=args.user, reason=args.reason, store=store)
             print(f"thresholds now: {describe(thr)} ({thr.n_okay} okay patches, achieved FPR "
                   f"{thr.fpr_achieved:.5f})")
         if args.review:
@@ -83,6 +88,24 @@ def run_review(args) -> int:
         print(f"weldreview calibrate: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def spot_patches(model, indices) -> list[int]:
+    """The okay patches over the strongest residual of each of ``indices`` (not yet excluded)."""
+    from core.calibration_review import exclusions, review_patches
+    from core.errors import CalibrationError
+    from core.modelfile import load_model
+
+    bundle = load_model(model)
+    out = set()
+    for item in review_patches(bundle, indices):
+        if "error" in item:
+            raise CalibrationError(f"patch {item['index']}: {item['error']}")
+        row, col = item["spot"]
+        print(f"patch {item['index']}: strongest residual at ({row:.0f}, {col:.0f}) on "
+              f"{item['origin'].film}, inside {len(item['covering'])} okay patch(es)")
+        out.update(item["covering"])
+    return sorted(out - set(exclusions(bundle.metadata)))
 
 
 def review_table(metadata: dict, top: int) -> str:
