@@ -239,3 +239,42 @@ def test_a_patchs_spot_is_where_its_residual_peaks_and_covers_every_patch_over_i
     expected = {i for i in range(len(where)) if aperture_of(i).any()}
     covering = set(item["covering"])
     assert top in covering and len(covering ^ expected) <= 1  # at most a border pixel's rounding
+
+
+@pytest.mark.parametrize("band", [48, 0])
+def test_calibrate_takes_the_edge_band_width_and_a_scan_uses_it(tmp_path, band):
+    from app.cli import main
+    from app.commands.calibrate import draw_okay_patches
+    from core.scanning import patch_scores, scan_image
+    from core.synthetic import generate_weld
+
+    path = save_model(build_autoencoder(seed=3, filters=(4, 6), dropout=0.0), tmp_path / "b.keras",
+                      metadata={"name": "b"})
+    assert main(["calibrate", str(path), *CAL, "--edge-band", str(band)]) == 0
+    bundle = load_model(path)
+    thr = bundle.thresholds
+    patches, regions, _, _ = draw_okay_patches(bundle.metadata, 80, synthetic=1, seed=1000)
+    expected = calibrate(patch_scores(patches, bundle.model, regions=regions, edge_band_px=band),
+                         fpr=0.05, edge_band_px=band)
+    assert thr == expected and thr.edge_band_px == band and thr.has_edge_band == (band > 0)
+    if band:  # the scan applies the band's thresholds within 48 px of the region's edge
+        from core.imageio import normalise
+        from core.residual import edge_band
+
+        from core.scanning import _zones, threshold_maps
+
+        weld = generate_weld(1000)
+        image = normalise(weld.image, bits_stored=16)[0][:, :600]
+        roi = weld.haz_mask[:, :600]
+        result = scan_image(image, bundle, roi=roi)
+
+        t_mean, _ = threshold_maps(result.thresholds, _zones(result.thresholds, roi), np.s_[:, :])
+        assert thr.edge_mean != thr.mean
+        assert np.array_equal((t_mean == thr.edge_mean) & roi, edge_band(roi, 48))
+
+
+def test_calibrate_refuses_a_negative_edge_band(tmp_path, capsys):
+    from app.cli import main
+
+    assert main(["calibrate", str(tmp_path / "x.keras"), "--synthetic", "1", "--edge-band", "-1"]) == 2
+    assert "--edge-band" in capsys.readouterr().err

@@ -29,6 +29,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--patches", type=int, default=None, help="okay patches to score (default: 4.5 / fpr, so a review can exclude up to 1 in 9 "
                    "without lowering the false positives the target allows)")
     p.add_argument("--whole-image", action="store_true", help="draw patches from the whole image, not the weld region")
+    p.add_argument("--edge-band", type=int, default=32, metavar="PX",
+                   help="width of the weld region's edge band, which gets its own thresholds (default 32; "
+                   "0: one pair for the whole region). Wider keeps a bead's shoulder out of the interior's "
+                   "thresholds (GDXray: docs/benchmark/notes.md, item 8)")
     r = p.add_argument_group(
         "review", "the okay patches that set the thresholds: list them, and (a supervisor, with a "
         "reason, recorded in the audit trail) exclude those that are not accepted weld, e.g. an "
@@ -52,8 +56,12 @@ def run(args) -> int:
     if not args.data and not args.synthetic:
         print("weldreview calibrate: give --data DIR and/or --synthetic N (or --review)", file=sys.stderr)
         return 2
+    if args.edge_band < 0:
+        print("weldreview calibrate: --edge-band must be 0 or more pixels", file=sys.stderr)
+        return 2
     thr, pixel = calibrate_file(args.model, data=args.data, synthetic=args.synthetic, seed=args.seed,
-                                fpr=args.fpr, patches=args.patches, whole_image=args.whole_image)
+                                fpr=args.fpr, patches=args.patches, whole_image=args.whole_image,
+                                edge_band_px=args.edge_band)
     print(thresholds_line(thr, pixel))
     return 0
 
@@ -191,11 +199,12 @@ def draw_okay_patches(metadata: dict, n: int, *, data=None, synthetic: int = 0, 
 
 def calibrate_file(model, *, data=None, synthetic: int = 0, seed: int = DEFAULT_SEED,
                    fpr: float = DEFAULT_FPR, patches: int | None = None, whole_image: bool = False,
-                   progress=None, cancel=None):
+                   edge_band_px: int = 32, progress=None, cancel=None):
     """Calibrate the model file ``model`` as ``weldreview calibrate`` does; ``(thresholds, pixel size)``.
 
     The thresholds are written to the model's metadata (core.calibration.calibrate_model, with
-    the weld region's edge band unless ``whole_image``). ``progress(done, total)`` and ``cancel()``
+    the weld region's edge band, ``edge_band_px`` wide, unless ``whole_image``).
+    ``progress(done, total)`` and ``cancel()``
     go to the scoring (core.scanning.patch_scores: ``cancel`` ends it with ScanCancelled).
     """
     from core.calibration import calibrate_model
@@ -205,8 +214,8 @@ def calibrate_file(model, *, data=None, synthetic: int = 0, seed: int = DEFAULT_
     metadata = read_metadata(model)  # the model being calibrated: how it sees a radiograph
     okay, regions, pixel, origins = draw_okay_patches(metadata, n, data=data, synthetic=synthetic,
                                                       seed=seed, whole_image=whole_image)
-    thr = calibrate_model(model, okay, fpr=fpr, regions=regions, origins=origins, progress=progress,
-                          cancel=cancel)
+    thr = calibrate_model(model, okay, fpr=fpr, regions=regions, origins=origins, edge_band_px=edge_band_px,
+                          progress=progress, cancel=cancel)
     return thr, pixel
 
 
