@@ -178,7 +178,7 @@ def include(path, indices, *, user: str, reason: str, store):
 def _change(path, indices, *, user, reason, store, excluding: bool):
     from core import audit
     from core.calibration import Thresholds, calibrate, decode_scores
-    from core.modelfile import _jsonable, read_metadata, sidecar_path
+    from core.modelfile import read_metadata, sidecar_path, sidecar_text
 
     reason = str(reason or "").strip()
     verb = "exclude" if excluding else "include"
@@ -226,9 +226,7 @@ def _change(path, indices, *, user, reason, store, excluding: bool):
     # is committed: no unaudited change, and no audited change that did not happen.
     side = sidecar_path(path)
     tmp = side.with_name(f".{side.name}.review")
-    import json
-
-    tmp.write_text(json.dumps(_jsonable(metadata), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(sidecar_text(metadata), encoding="utf-8")
     try:
         def write():
             who = store.user(user)
@@ -237,8 +235,9 @@ def _change(path, indices, *, user, reason, store, excluding: bool):
             row = store.one("SELECT id FROM models WHERE sha256 = ?", [metadata.get("sha256")])
             if row is not None:
                 store.db["models"].update(row["id"], {"thresholds": audit.canonical_json(after.to_dict())})
-            store._event(f"calibration patches {'excluded' if excluding else 'included'}", user, details,
-                         "models", None if row is None else row["id"])
+            event = f"calibration patches {'excluded' if excluding else 'included'}"
+            audit.append_event(store.db.conn, event=event, user=user, details=details, entity="models",
+                               entity_id=None if row is None else row["id"])
 
         store.transaction(write, f"{verb} calibration patches of {Path(path).name}")
         os.replace(tmp, side)

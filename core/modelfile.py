@@ -82,9 +82,14 @@ def _jsonable(value):
     return value
 
 
+def sidecar_text(data: dict) -> str:
+    """The sidecar's JSON text for metadata ``data`` (what :func:`update_metadata` writes)."""
+    return json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n"
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(sidecar_text(data), encoding="utf-8")
     os.replace(tmp, path)
 
 
