@@ -52,9 +52,13 @@ def _status(t) -> str:
 def threshold_change(before, after) -> str:
     """``|mean| threshold a -> b`` and whichever other threshold changed, for the status line."""
     parts = [f"|mean| threshold {before.mean:.4g} -> {after.mean:.4g}"]
-    for name, a, b in (("std", before.std, after.std), ("band |mean|", before.edge_mean, after.edge_mean),
-                       ("band std", before.edge_std, after.edge_std)):
-        if a is not None and b is not None and a != b:
+    changes = [("std", before.std, after.std)]
+    bounds = (0, *after.band_bounds)
+    for k, ((m0, s0), (m1, s1)) in enumerate(zip(before.zone_pairs(), after.zone_pairs())):
+        zone = "band" if k == 0 else f"{bounds[k]}-{bounds[k + 1]} px zone"
+        changes += [(f"{zone} |mean|", m0, m1), (f"{zone} std", s0, s1)]
+    for name, a, b in changes:
+        if a != b:
             parts.append(f"{name} {a:.4g} -> {b:.4g}")
     return ", ".join(parts) + (" (thresholds unchanged)" if before == after else "")
 
@@ -213,7 +217,12 @@ class CalibrationReview(QDialog):
 
     def _fill_table(self) -> None:
         n_scores = len(self.rows[0].scores) if self.rows else 2
-        score_names = ["|mean|", "std", "band |mean|", "band std"][:n_scores]
+        bounds = (0, *self.thresholds.band_bounds) if self.thresholds is not None else (0,)
+        score_names = ["|mean|", "std"]
+        for k in range(1, len(bounds)):
+            zone = "band" if k == 1 else f"{bounds[k - 1]}-{bounds[k]} px"
+            score_names += [f"{zone} |mean|", f"{zone} std"]
+        score_names = (score_names + [f"score {j + 1}" for j in range(len(score_names), n_scores)])[:n_scores]
         columns = ["Rank", "#", "Score / thr", *score_names, "Film", "Position (row, col)", "Status"]
         self.table.blockSignals(True)
         self.table.clearSelection()

@@ -194,7 +194,10 @@ class DetailPanel(QWidget):
             f"severity {region.severity:.2f} x threshold, {region.area_px} px{size}. "
             f"Thresholds: local mean {th.mean:.4f}, local std {th.std:.4f}"
             + (f" (in the weld region's {th.edge_band_px} px edge band: {th.edge_mean:.4f}, "
-               f"{th.edge_std:.4f}; severity is to each kernel's own)" if th.has_edge_band else "")
+               f"{th.edge_std:.4f}"
+               + "".join(f"; {a}-{b} px from its edge: {m:.4f}, {sd:.4f}" for (a, b), (m, sd) in
+                         zip(zip(th.band_bounds, th.band_bounds[1:]), th.zone_pairs()[1:]))
+               + "; severity is to each kernel's own)" if th.has_edge_band else "")
             + "."
         )
         self.brush.show_crop(crop.arrays["input"], (crop.rows.start, crop.cols.start),

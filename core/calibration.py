@@ -19,7 +19,10 @@ and the pair over its edge band (``core.residual.edge_band``, ``EDGE_BAND_PX`` w
 above runs over the four columns at once: the k-th smallest of each, the smallest k whose joint
 FPR (a patch fails when any of the four tests fails) meets the target. The band, where the bead's
 flanks leave larger residuals on every radiograph, so gets its own, higher thresholds instead of
-setting the interior's. A scan without a weld region uses the larger of each pair everywhere.
+setting the interior's. The band can be split into zones by distance from the region's edge
+(``edge_band_px=(32, 48)``: 0-32 px and 32-48 px, ``core.residual.edge_zones``), one pair each,
+all chosen by the same rule over 2 + 2 per zone columns: on GDXray a bead's shoulder 32-48 px
+inside the edge otherwise set the interior's thresholds (docs/benchmark/notes.md, item 8). A scan without a weld region uses the larger of each pair everywhere.
 
 The okay scores are stored with the thresholds (float32, base64) so thresholds for another FPR
 can be derived without running the model again (``thresholds_from_metadata``).
@@ -61,6 +64,10 @@ class Thresholds:
         Thresholds of the weld region's edge band (None: one pair for the whole region).
     edge_band_px : int
         Width of that band (0 without one).
+    inner_bands : tuple of (int, float, float)
+        Further zones inside the edge band, outward in: ``(bound_px, mean, std)`` for the kernels
+        between the previous bound and ``bound_px`` from the region's edge (e.g. a bead's
+        shoulder, ``(48, m, s)`` after a 32 px band); the interior lies beyond the last bound.
     """
 
     mean: float
@@ -72,26 +79,43 @@ class Thresholds:
     edge_mean: float | None = None
     edge_std: float | None = None
     edge_band_px: int = 0
+    inner_bands: tuple = ()
 
     @property
     def has_edge_band(self) -> bool:
         return self.edge_band_px > 0 and self.edge_mean is not None and self.edge_std is not None
 
     @property
+    def band_bounds(self) -> tuple[int, ...]:
+        """The zones' outer bounds from the region's edge, px: ``(32,)``, ``(32, 48)``; () without."""
+        if not self.has_edge_band:
+            return ()
+        return (self.edge_band_px, *(int(b) for b, _, _ in self.inner_bands))
+
+    def zone_pairs(self) -> list[tuple[float, float]]:
+        """(mean, std) of each edge zone, outermost first (as :attr:`band_bounds`)."""
+        if not self.has_edge_band:
+            return []
+        return [(self.edge_mean, self.edge_std), *((m, s) for _, m, s in self.inner_bands)]
+
+    @property
     def whole(self) -> tuple[float, float]:
         """The pair used where no weld region splits interior and band: the larger of each."""
-        if not self.has_edge_band:
-            return self.mean, self.std
-        return max(self.mean, self.edge_mean), max(self.std, self.edge_std)
+        pairs = [(self.mean, self.std), *self.zone_pairs()]
+        return max(m for m, _ in pairs), max(s for _, s in pairs)
 
     def columns(self, n: int) -> np.ndarray:
-        """Thresholds matching score columns: 2 (whole aperture) or 4 (interior, edge band)."""
-        if n == 4:
-            edge = (self.edge_mean, self.edge_std) if self.has_edge_band else (self.mean, self.std)
-            return np.array([self.mean, self.std, *edge], np.float64)
+        """Thresholds matching score columns: 2 (whole aperture) or 2 + 2 per edge zone (interior,
+        then the zones outermost first); 4 columns also fit thresholds without a band (the
+        interior pair for both)."""
+        zones = self.zone_pairs()
         if n == 2:
             return np.array(self.whole, np.float64)
-        raise ValueError(f"scores must have 2 or 4 columns, got {n}")
+        if n == 4 and not zones:
+            return np.array([self.mean, self.std, self.mean, self.std], np.float64)
+        if n == 2 + 2 * len(zones):
+            return np.array([self.mean, self.std, *(v for pair in zones for v in pair)], np.float64)
+        raise ValueError(f"scores have {n} columns; these thresholds take 2 or {2 + 2 * len(zones)}")
 
     def flagged(self, scores) -> np.ndarray:
         """Which patches fail any test: scores (N, 2) or (N, 4) as ``patch_scores`` gives them."""
@@ -112,6 +136,10 @@ class Thresholds:
         if not self.has_edge_band:
             for key in ("edge_mean", "edge_std", "edge_band_px"):
                 d.pop(key)
+        if self.inner_bands:
+            d["inner_bands"] = [[int(b), float(m), float(s)] for b, m, s in self.inner_bands]
+        else:
+            d.pop("inner_bands")
         return d
 
     @classmethod
@@ -124,6 +152,8 @@ class Thresholds:
             edge_mean=float(d["edge_mean"]) if edge else None,
             edge_std=float(d["edge_std"]) if edge else None,
             edge_band_px=int(d.get("edge_band_px", 0)) if edge else 0,
+            inner_bands=tuple((int(b), float(m), float(s)) for b, m, s in d.get("inner_bands") or ())
+            if edge else (),
         )
 
 
@@ -133,18 +163,30 @@ def min_okay_patches(fpr: float) -> int:
     return math.ceil(3.0 / fpr - 1e-9)
 
 
-def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px: int = 0) -> Thresholds:
+def band_bounds(edge_band_px) -> tuple[int, ...]:
+    """Edge zone bounds from an int (one band; 0 for none) or a sequence such as ``(32, 48)``."""
+    if isinstance(edge_band_px, (int, np.integer)):
+        return (int(edge_band_px),) if edge_band_px > 0 else ()
+    bounds = tuple(int(b) for b in edge_band_px)
+    if any(b <= 0 for b in bounds) or any(b <= a for a, b in zip(bounds, bounds[1:])):
+        raise CalibrationError(f"edge zone bounds must be positive and increasing, got {list(bounds)}")
+    return bounds
+
+
+def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px=0) -> Thresholds:
     """Choose the thresholds jointly so the okay patches' FPR is at most ``fpr``.
 
     Parameters
     ----------
-    okay_scores : ndarray of shape (N, 2) or (N, 4)
-        Per okay patch: max ``|local mean|``, max local std over its aperture; with four columns
-        the pair over the weld region's interior, then over its edge band.
+    okay_scores : ndarray of shape (N, 2) or (N, 2 + 2 * zones)
+        Per okay patch: max ``|local mean|``, max local std over its aperture; with more columns
+        the pair over the weld region's interior, then one pair per edge zone, outermost first
+        (``core.residual.edge_zones``).
     fpr : float
         Target patch-level false positive rate, in (0, 1).
-    edge_band_px : int
-        The band's width, recorded with four-column scores (``core.residual.EDGE_BAND_PX``).
+    edge_band_px : int or sequence of int
+        The band's width (``core.residual.EDGE_BAND_PX``), or the zones' bounds such as
+        ``(32, 48)``, recorded with the thresholds; four columns without it mean one 32 px band.
 
     Raises
     ------
@@ -153,8 +195,12 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
     """
     _check_fpr(fpr)
     s = np.asarray(okay_scores, dtype=np.float64)
-    if s.ndim != 2 or s.shape[1] not in (2, 4):
-        raise CalibrationError(f"okay scores must have shape (N, 2) or (N, 4), got {s.shape}")
+    bounds = band_bounds(edge_band_px)
+    if s.ndim == 2 and s.shape[1] == 4 and not bounds:
+        bounds = (EDGE_BAND_PX,)
+    if s.ndim != 2 or s.shape[1] not in (2, 2 + 2 * len(bounds)):
+        raise CalibrationError(f"okay scores must have shape (N, 2) or (N, {2 + 2 * len(bounds)}) for "
+                               f"edge zones {list(bounds)}, got {s.shape}")
     n = s.shape[0]
     need = min_okay_patches(fpr)
     if n < need:
@@ -180,9 +226,10 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
     fp = false_positives(lo)
     t = ordered[lo]
     edge = {}
-    if s.shape[1] == 4:
-        edge = {"edge_mean": float(t[2]), "edge_std": float(t[3]),
-                "edge_band_px": int(edge_band_px) if edge_band_px > 0 else EDGE_BAND_PX}
+    if s.shape[1] > 2:
+        edge = {"edge_mean": float(t[2]), "edge_std": float(t[3]), "edge_band_px": bounds[0],
+                "inner_bands": tuple((b, float(t[2 + 2 * k]), float(t[3 + 2 * k]))
+                                     for k, b in enumerate(bounds[1:], start=1))}
     return Thresholds(
         mean=float(t[0]), std=float(t[1]), fpr_target=float(fpr), n_okay=int(n),
         fpr_achieved=fp / n, fpr_ci=clopper_pearson(fp, n), **edge,
@@ -195,6 +242,9 @@ def describe(thr: Thresholds) -> str:
     if thr.has_edge_band:
         text += (f" inside the weld region; |mean| > {thr.edge_mean:.5f} or std > {thr.edge_std:.5f} "
                  f"in its {thr.edge_band_px} px edge band")
+        inner = thr.band_bounds
+        for (a, b), (m, sd) in zip(zip(inner, inner[1:]), thr.zone_pairs()[1:]):
+            text += f"; |mean| > {m:.5f} or std > {sd:.5f} {a}-{b} px from its edge"
     return text
 
 
@@ -270,12 +320,12 @@ def thresholds_from_metadata(metadata: dict, *, fpr: float | None = None) -> Thr
         )
     from core.calibration_review import kept_scores
 
-    band = int((stored or {}).get("edge_band_px", 0))
-    return calibrate(kept_scores(metadata), fpr=fpr or DEFAULT_FPR, edge_band_px=band)
+    bounds = Thresholds.from_dict(stored).band_bounds if stored is not None else ()
+    return calibrate(kept_scores(metadata), fpr=fpr or DEFAULT_FPR, edge_band_px=bounds)
 
 
 def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR, regions=None,
-                    edge_band_px: int = EDGE_BAND_PX, origins=None, progress=None,
+                    edge_band_px=EDGE_BAND_PX, origins=None, progress=None,
                     cancel=None) -> Thresholds:
     """Score held-out okay patches with the model at ``path`` and store the thresholds.
 
@@ -290,8 +340,9 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
         The weld region over each patch; only kernels centred in it count, as in a scan with a
         weld region (``core.scanning.patch_scores``), and the region's edge band
         (``edge_band_px`` wide) gets its own pair of thresholds.
-    edge_band_px : int
-        0 calibrates one pair for the whole region.
+    edge_band_px : int or sequence of int
+        0 calibrates one pair for the whole region; ``(32, 48)`` gives the zones 0-32 px and
+        32-48 px from the region's edge a pair each (``core.residual.edge_zones``).
     origins : dict, optional
         Where each patch came from (``core.calibration_review.encode_origins``), stored so that
         a supervisor can review the patches that set the thresholds.
@@ -313,7 +364,7 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
             f"at least {need} are needed (3 / fpr); add okay patches or raise the target"
         )
     bundle = load_model(path)
-    band = edge_band_px if regions is not None else 0
+    band = band_bounds(edge_band_px) if regions is not None else ()
     scores = patch_scores(okay_patches, bundle.model, regions=regions, edge_band_px=band,
                           progress=progress, cancel=cancel)
     thr = calibrate(scores, fpr=fpr, edge_band_px=band)

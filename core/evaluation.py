@@ -69,7 +69,7 @@ def evaluate_synthetic(bundle, *, n_radiographs: int = 4, n_okay: int = 2000, n_
     rng = np.random.default_rng(seed)
 
     def flagged(patches, regions):
-        s = patch_scores(patches, bundle.model, regions=regions, edge_band_px=thr.edge_band_px)
+        s = patch_scores(patches, bundle.model, regions=regions, edge_band_px=thr.band_bounds)
         return thr.flagged(s)
 
     okay, okay_rois = sampler.okay_with_roi(n_okay, rng=rng)

@@ -47,6 +47,26 @@ def edge_band(roi: np.ndarray, band_px: int = EDGE_BAND_PX) -> np.ndarray:
     return roi & ~inner
 
 
+def edge_zones(roi: np.ndarray, bounds) -> list[np.ndarray]:
+    """Disjoint zones of a region by distance from its boundary: ``0-b0``, ``b0-b1``, ... px.
+
+    ``bounds`` are increasing widths (``edge_band(roi, b)`` for each); the region's interior
+    beyond the last bound is not among them. ``edge_zones(roi, (32,))`` is ``[edge_band(roi, 32)]``.
+    A bead's flank falls to the plate at the region's edge and often bends a little further in
+    (its shoulder); each zone gets its own pair of thresholds (core.calibration), so neither sets
+    those of the interior.
+    """
+    bounds = [int(b) for b in bounds]
+    if any(b <= 0 for b in bounds) or any(b <= a for a, b in zip(bounds, bounds[1:])):
+        raise ValueError(f"edge zone bounds must be positive and increasing, got {bounds}")
+    out, previous = [], None
+    for b in bounds:
+        band = edge_band(roi, b)
+        out.append(band if previous is None else band & ~previous)
+        previous = band
+    return out
+
+
 def local_mean_std(residual: np.ndarray, ks: int = KERNEL_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Local mean and standard deviation over ``ks x ks`` kernels, stride 1 (Equations 8, 9).
 
@@ -128,27 +148,33 @@ def aperture_scores(residuals: np.ndarray, ks: int = KERNEL_SIZE, *, regions=Non
     regions : ndarray of bool, shape (B, A, A), optional
         Region of interest over each aperture: only kernels centred inside it count, as in a scan
         with a weld region (``core.scanning.scan_image(roi=...)`` raises no flag outside it).
-    edges : ndarray of bool, shape (B, A, A), optional
-        The region's edge band (:func:`edge_band`, computed on the whole region): with it the
-        scores have four columns, the pair over the region's interior, then the pair over the band.
+    edges : ndarray of bool, shape (B, A, A), or a list of them, optional
+        The region's edge band (:func:`edge_band`, computed on the whole region), or its zones by
+        distance from the edge (:func:`edge_zones`, outermost first): the scores then have the pair
+        over the region's interior, then one pair per zone.
 
     Returns
     -------
-    scores : ndarray of shape (B, 2) or (B, 4), float64
+    scores : ndarray of shape (B, 2 + 2 * zones), float64
         Over every kernel that lies fully inside the aperture (and, with ``regions``, is centred in
         the region or its part; 0 where no kernel is).
     """
     residuals = np.asarray(residuals)
     if residuals.ndim == 2:
         residuals = residuals[None]
-    zones = 1 if edges is None else 2
-    out = np.zeros((residuals.shape[0], 2 * zones), np.float64)
+    if edges is not None and not isinstance(edges, (list, tuple)):
+        edges = [edges]
+    zones = [] if edges is None else [np.asarray(z, bool) for z in edges]
+    out = np.zeros((residuals.shape[0], 2 + 2 * len(zones)), np.float64)
     for i, r in enumerate(residuals):
         m, s = local_mean_std(r, ks)
         m = np.abs(m)
         defined = np.isfinite(m)
         inside = defined if regions is None else defined & np.asarray(regions[i], bool)
-        parts = [inside] if edges is None else [inside & ~edges[i], inside & edges[i]]
+        near = np.zeros_like(inside)
+        for z in zones:
+            near |= z[i]
+        parts = [inside & ~near] + [inside & z[i] for z in zones]
         for z, part in enumerate(parts):
             if part.any():
                 out[i, 2 * z] = m[part].max()

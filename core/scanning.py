@@ -35,7 +35,7 @@ from core.errors import CalibrationError
 from core.metrics import threshold_ratio
 from core.model import APERTURE, EDGE_MARGIN, OFFSET, PATCH, STRIDE
 from core.normalise import model_input
-from core.residual import FLAG_MEAN, FLAG_STD, KERNEL_SIZE, aperture_scores, edge_band, local_mean_std
+from core.residual import FLAG_MEAN, FLAG_STD, KERNEL_SIZE, aperture_scores, edge_zones, local_mean_std
 
 TILE = 1024  # default tile side (input px, multiple of STRIDE)
 HALO = OFFSET + EDGE_MARGIN + KERNEL_SIZE // 2  # 26: px discarded at each interior tile side
@@ -455,24 +455,29 @@ def scan_image(
 
 
 def _zones(thr: Thresholds, roi):
-    """``(roi, edge band)`` when the thresholds have an edge pair and a weld region is given, else None."""
+    """``(roi, [edge zones])`` when the thresholds have an edge pair and a weld region is given,
+    else None (``core.residual.edge_zones``: the edge band, or its zones outermost first)."""
     if roi is None or not thr.has_edge_band:
         return None
-    return roi, edge_band(roi, thr.edge_band_px)
+    return roi, edge_zones(roi, thr.band_bounds)
 
 
 def threshold_maps(thr: Thresholds, zones, where) -> tuple:
     """Mean and std thresholds at ``where`` (an index into the image): scalars or arrays.
 
-    Inside the weld region's interior the interior pair, in its edge band the band's pair, and
+    Inside the weld region's interior the interior pair, in each edge zone its own pair, and
     outside the region (or everywhere without zones) the larger of each (``Thresholds.whole``).
     """
     if zones is None:
         return thr.whole
-    roi, edges = zones[0][where], zones[1][where]
+    roi = zones[0][where]
     whole = thr.whole
-    t_mean = np.where(edges, thr.edge_mean, np.where(roi, thr.mean, whole[0]))
-    t_std = np.where(edges, thr.edge_std, np.where(roi, thr.std, whole[1]))
+    t_mean = np.where(roi, thr.mean, whole[0])
+    t_std = np.where(roi, thr.std, whole[1])
+    for zone, (m, sd) in zip(zones[1], thr.zone_pairs()):
+        inside = zone[where]
+        t_mean = np.where(inside, m, t_mean)
+        t_std = np.where(inside, sd, t_std)
     return t_mean, t_std
 
 
@@ -588,14 +593,15 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int 
     regions : ndarray of bool, shape (N, 192, 192), optional
         Weld region over each patch: only kernels centred inside it count (as in a scan with
         ``roi``), so that calibration sees what the scan flags.
-    edge_band_px : int
+    edge_band_px : int or sequence of int
         With ``regions``: score the region's interior and its edge band of this width apart
         (``core.residual.edge_band``, computed on the whole patch as the scan computes it on the
-        whole radiograph), four columns.
+        whole radiograph), four columns; bounds such as ``(32, 48)`` score each edge zone apart
+        (``core.residual.edge_zones``), two more columns per zone.
 
     Returns
     -------
-    scores : ndarray of shape (N, 2), or (N, 4) with an edge band, float64
+    scores : ndarray of shape (N, 2), or (N, 2 + 2 * zones) with edge zones, float64
     """
     patches = np.asarray(patches)
     if patches.ndim == 4 and patches.shape[-1] == 1:
@@ -605,8 +611,10 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int 
     if patches.dtype != np.float32:
         raise ValueError(f"patches must be float32 in [0, 1], got {patches.dtype}")
     run = _patch_runner(model)
-    band = edge_band_px if regions is not None else 0
-    out = np.empty((len(patches), 4 if band else 2), np.float64)
+    from core.calibration import band_bounds
+
+    bounds = band_bounds(edge_band_px) if regions is not None else ()
+    out = np.empty((len(patches), 2 + 2 * len(bounds)), np.float64)
     end = OFFSET + APERTURE
     for i in range(0, len(patches), batch_size):
         if cancel is not None and cancel():
@@ -617,8 +625,8 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int 
         if regions is not None:
             full = np.asarray(regions[i:i + batch_size], bool)
             roi = full[:, OFFSET:end, OFFSET:end]
-            if band:
-                edges = edge_band(full, band)[:, OFFSET:end, OFFSET:end]
+            if bounds:
+                edges = [z[:, OFFSET:end, OFFSET:end] for z in edge_zones(full, bounds)]
         out[i:i + len(x)] = aperture_scores(x[:, OFFSET:end, OFFSET:end] - recon, regions=roi, edges=edges)
         if progress is not None:
             progress(min(i + batch_size, len(patches)), len(patches))

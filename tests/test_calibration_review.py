@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from core.calibration import calibrate, decode_scores, thresholds_from_metadata
+from core.calibration import Thresholds, calibrate, decode_scores, thresholds_from_metadata
 from core.calibration_review import exclude, include, kept_scores, origins, review_patches, tail
 from core.errors import CalibrationError, StoreError
 from core.model import build_autoencoder
@@ -68,7 +68,9 @@ def test_a_supervisors_exclusion_re_derives_the_thresholds_and_is_audited(calibr
 
     scores = decode_scores(meta["okay_scores"])
     keep = np.setdiff1d(np.arange(len(scores)), top[:2])
-    expected = calibrate(scores[keep], fpr=0.05, edge_band_px=before["edge_band_px"])
+    bounds = Thresholds.from_dict(before).band_bounds
+    assert bounds == (32, 48)  # weldreview calibrate's edge zones
+    expected = calibrate(scores[keep], fpr=0.05, edge_band_px=bounds)
     assert (thr.mean, thr.std, thr.edge_mean, thr.edge_std) == pytest.approx(
         (expected.mean, expected.std, expected.edge_mean, expected.edge_std))
     assert thr.n_okay == 78 and thr.fpr_target == 0.05
@@ -82,7 +84,7 @@ def test_a_supervisors_exclusion_re_derives_the_thresholds_and_is_audited(calibr
     assert listed[top[0]].excluded["user"] == "sue" and "pore" in listed[top[0]].excluded["reason"]
     # another operating point of the same model leaves the excluded patches out too
     other = thresholds_from_metadata(after, fpr=0.1)
-    assert other.mean == pytest.approx(calibrate(scores[keep], fpr=0.1, edge_band_px=32).mean)
+    assert other.mean == pytest.approx(calibrate(scores[keep], fpr=0.1, edge_band_px=bounds).mean)
 
     event = store.audit_log()[-1]
     assert event["event"] == "calibration patches excluded" and event["user"] == "sue"

@@ -136,3 +136,64 @@ def test_patch_scores_with_band_match_a_scan_of_the_patch(model):
         keep[22:170, 22:170] = True
         np.testing.assert_allclose(s[i, 0], np.abs(m[inner & keep]).max(), atol=2e-5)
         np.testing.assert_allclose(s[i, 3], sd[edge & keep].max(), atol=2e-5)
+
+
+def test_edge_zones_split_the_band_by_distance_from_the_edge():
+    from core.residual import edge_zones
+
+    roi = np.zeros((200, 300), bool)
+    roi[40:160] = True  # a horizontal weld region 120 px wide
+    outer, shoulder = edge_zones(roi, (32, 48))
+    assert np.array_equal(outer, edge_band(roi, 32))
+    assert np.array_equal(shoulder, edge_band(roi, 48) & ~edge_band(roi, 32))
+    assert not (outer & shoulder).any()
+    col = 150
+    assert np.flatnonzero(shoulder[:, col]).tolist() == list(range(72, 88)) + list(range(112, 128))
+    with pytest.raises(ValueError, match="increasing"):
+        edge_zones(roi, (48, 32))
+
+
+def test_three_zone_calibration_keeps_a_shoulder_out_of_the_interior():
+    """A bead's shoulder 32-48 px inside the edge gets its own pair instead of the interior's."""
+    from core.calibration import Thresholds, describe
+    from core.residual import edge_zones
+
+    rng = np.random.default_rng(2)
+    interior = rng.gamma(4, 0.004, size=(4500, 2))
+    edge = rng.gamma(4, 0.004, size=(4500, 2)) * 4
+    shoulder = rng.gamma(4, 0.004, size=(4500, 2)) * 2
+    three = calibrate(np.hstack([interior, edge, shoulder]), fpr=0.001, edge_band_px=(32, 48))
+    assert three.band_bounds == (32, 48) and three.inner_bands[0][0] == 48
+    # with two zones the shoulder belongs to the interior and sets its thresholds
+    two = calibrate(np.hstack([np.maximum(interior, shoulder), edge]), fpr=0.001, edge_band_px=32)
+    assert three.mean < 0.7 * two.mean and three.inner_bands[0][1] > three.mean
+    assert three.flagged(np.hstack([interior, edge, shoulder])).mean() <= 0.001
+    assert three.columns(6).tolist() == [three.mean, three.std, three.edge_mean, three.edge_std,
+                                         three.inner_bands[0][1], three.inner_bands[0][2]]
+    assert three.whole == (max(three.mean, three.edge_mean, three.inner_bands[0][1]),
+                           max(three.std, three.edge_std, three.inner_bands[0][2]))
+    assert Thresholds.from_dict(three.to_dict()) == three
+    assert "32-48 px from its edge" in describe(three)
+    with pytest.raises(ValueError, match="take 2 or 6"):
+        three.columns(4)
+
+    # aperture scores put a block 32-48 px inside the edge in the shoulder's columns only
+    res = np.zeros((1, 156, 156))
+    res[0, 36:46, 70:80] = 0.3  # rows 36-45: kernels centred 40-41 lie 32-48 px from the edge
+    full = np.zeros((1, 156, 156), bool)
+    full[0, :, :] = True
+    full[0, :2] = False  # the region's edge runs along the top
+    zones = edge_zones(full, (32, 48))
+    s = aperture_scores(res, regions=full, edges=zones)
+    assert s.shape == (1, 6)
+    assert s[0, 4] == pytest.approx(0.3, abs=1e-6) and s[0, 0] < 0.1 and s[0, 2] < 0.3
+
+    # a scan applies each zone's pair where it lies
+    from core.scanning import _zones, threshold_maps
+
+    roi = np.zeros((200, 300), bool)
+    roi[40:160] = True
+    t_mean, t_std = threshold_maps(three, _zones(three, roi), np.s_[:, :])
+    assert t_mean[45, 100] == three.edge_mean and t_mean[80, 100] == three.inner_bands[0][1]
+    assert t_mean[100, 100] == three.mean and t_mean[10, 100] == three.whole[0]
+    assert t_std[80, 100] == three.inner_bands[0][2]

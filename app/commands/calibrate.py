@@ -7,6 +7,7 @@ from pathlib import Path
 
 DEFAULT_SEED = 1000  # the first held-out synthetic weld: training draws its own from --seed 0
 DEFAULT_FPR = 0.001  # core.calibration.DEFAULT_FPR (not imported: --help stays fast)
+DEFAULT_EDGE_BAND = "32,48"  # edge zones of the weld region, px from its edge (notes item 8)
 
 
 def add_parser(subparsers) -> None:
@@ -29,10 +30,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--patches", type=int, default=None, help="okay patches to score (default: 4.5 / fpr, so a review can exclude up to 1 in 9 "
                    "without lowering the false positives the target allows)")
     p.add_argument("--whole-image", action="store_true", help="draw patches from the whole image, not the weld region")
-    p.add_argument("--edge-band", type=int, default=32, metavar="PX",
-                   help="width of the weld region's edge band, which gets its own thresholds (default 32; "
-                   "0: one pair for the whole region). Wider keeps a bead's shoulder out of the interior's "
-                   "thresholds (GDXray: docs/benchmark/notes.md, item 8)")
+    p.add_argument("--edge-band", default=DEFAULT_EDGE_BAND, metavar="PX[,PX...]",
+                   help="the weld region's edge zones, each with its own thresholds: their outer bounds "
+                   f"in px from the region's edge (default {DEFAULT_EDGE_BAND}: 0-32 px, where the bead's "
+                   "flank falls to the plate, and 32-48 px, where it bends; one number: one band; 0: one "
+                   "pair for the whole region). Measured on GDXray: docs/benchmark/notes.md, item 8")
     r = p.add_argument_group(
         "review", "the okay patches that set the thresholds: list them, and (a supervisor, with a "
         "reason, recorded in the audit trail) exclude those that are not accepted weld, e.g. an "
@@ -56,14 +58,29 @@ def run(args) -> int:
     if not args.data and not args.synthetic:
         print("weldreview calibrate: give --data DIR and/or --synthetic N (or --review)", file=sys.stderr)
         return 2
-    if args.edge_band < 0:
-        print("weldreview calibrate: --edge-band must be 0 or more pixels", file=sys.stderr)
+    try:
+        args.edge_band = edge_bounds(args.edge_band)
+    except ValueError as exc:
+        print(f"weldreview calibrate: --edge-band: {exc}", file=sys.stderr)
         return 2
     thr, pixel = calibrate_file(args.model, data=args.data, synthetic=args.synthetic, seed=args.seed,
                                 fpr=args.fpr, patches=args.patches, whole_image=args.whole_image,
                                 edge_band_px=args.edge_band)
     print(thresholds_line(thr, pixel))
     return 0
+
+
+def edge_bounds(text) -> tuple[int, ...]:
+    """``--edge-band`` as zone bounds: "32,48" -> (32, 48), "32" -> (32,), "0" -> ()."""
+    try:
+        bounds = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"give whole pixels separated by commas, e.g. 32,48 (got {text!r})") from None
+    if bounds == (0,):
+        return ()
+    if any(b <= 0 for b in bounds) or any(b <= a for a, b in zip(bounds, bounds[1:])):
+        raise ValueError(f"bounds must be positive and increasing, e.g. 32,48 (got {text!r})")
+    return bounds
 
 
 def run_review(args) -> int:
@@ -123,9 +140,10 @@ def review_table(metadata: dict, top: int) -> str:
 
     thr = Thresholds.from_dict(metadata["thresholds"]) if metadata.get("thresholds") else None
     rows = tail(metadata, top)
-    band = thr is not None and thr.has_edge_band
     head = f"{'rank':>4} {'#':>5} {'score/thr':>9} {'|mean|':>8} {'std':>8}"
-    head += f" {'band|m|':>8} {'band std':>8}" if band else ""
+    if thr is not None:
+        for k, _ in enumerate(thr.band_bounds):
+            head += f" {'band|m|' if k == 0 else f'zone{k + 1}|m|':>8} {'band std' if k == 0 else f'zone{k + 1} sd':>8}"
     lines = [head + "  film (row, col)  status"]
     for t in rows:
         cols = " ".join(f"{v:8.4f}" for v in t.scores)
@@ -199,11 +217,11 @@ def draw_okay_patches(metadata: dict, n: int, *, data=None, synthetic: int = 0, 
 
 def calibrate_file(model, *, data=None, synthetic: int = 0, seed: int = DEFAULT_SEED,
                    fpr: float = DEFAULT_FPR, patches: int | None = None, whole_image: bool = False,
-                   edge_band_px: int = 32, progress=None, cancel=None):
+                   edge_band_px=(32, 48), progress=None, cancel=None):
     """Calibrate the model file ``model`` as ``weldreview calibrate`` does; ``(thresholds, pixel size)``.
 
     The thresholds are written to the model's metadata (core.calibration.calibrate_model, with
-    the weld region's edge band, ``edge_band_px`` wide, unless ``whole_image``).
+    the weld region's edge zones ``edge_band_px``, outer bounds in px, unless ``whole_image``).
     ``progress(done, total)`` and ``cancel()``
     go to the scoring (core.scanning.patch_scores: ``cancel`` ends it with ScanCancelled).
     """
