@@ -22,7 +22,8 @@ flanks leave larger residuals on every radiograph, so gets its own, higher thres
 setting the interior's. The band can be split into zones by distance from the region's edge
 (``edge_band_px=(32, 48)``: 0-32 px and 32-48 px, ``core.residual.edge_zones``), one pair each,
 all chosen by the same rule over 2 + 2 per zone columns: on GDXray a bead's shoulder 32-48 px
-inside the edge otherwise set the interior's thresholds (docs/benchmark/notes.md, item 8). A scan without a weld region uses the larger of each pair everywhere.
+inside the edge otherwise set the interior's thresholds (docs/benchmark/notes.md, item 8). A scan
+without a weld region uses the larger of each pair everywhere.
 
 The okay scores are stored with the thresholds (float32, base64) so thresholds for another FPR
 can be derived without running the model again (``thresholds_from_metadata``).
@@ -118,7 +119,8 @@ class Thresholds:
         raise ValueError(f"scores have {n} columns; these thresholds take 2 or {2 + 2 * len(zones)}")
 
     def flagged(self, scores) -> np.ndarray:
-        """Which patches fail any test: scores (N, 2) or (N, 4) as ``patch_scores`` gives them."""
+        """Which patches fail any test: scores (N, 2) or (N, 2 + 2 per zone) as ``patch_scores``
+        gives them."""
         s = np.asarray(scores, dtype=np.float64)
         return (s > self.columns(s.shape[1])).any(axis=1)
 

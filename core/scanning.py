@@ -529,8 +529,8 @@ def find_regions(flags: np.ndarray, local_mean: np.ndarray, local_std: np.ndarra
                  zones=None) -> list[Region]:
     """Connected flagged kernels (8-connectivity) as Regions, by decreasing severity.
 
-    Ratios are to each kernel's own thresholds (``threshold_maps``: ``zones`` is ``(roi, edge
-    band)`` when the weld region's edge band has its own pair).
+    Ratios are to each kernel's own thresholds (``threshold_maps``: ``zones`` is ``(roi, [edge
+    zones])`` when the weld region's edge zones have their own pairs).
 
     Rows without flags split the image into bands labelled one at a time, so memory follows the
     flagged bands rather than the image.
