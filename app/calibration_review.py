@@ -177,10 +177,7 @@ class CalibrationReview(QDialog):
 
     # ----- state --------------------------------------------------------------------------
     def is_supervisor(self) -> bool:
-        try:
-            return bool(self.user) and self.store.user(self.user).role == "supervisor"
-        except ValueError:
-            return False
+        return self.store.is_supervisor(self.user)
 
     def refresh(self) -> None:
         """Read the model's metadata again; refill the header and the table, keeping the selection."""

@@ -119,10 +119,7 @@ class ModelManager(QDialog):
 
     # ----- state --------------------------------------------------------------------------
     def is_supervisor(self) -> bool:
-        try:
-            return bool(self.user) and self.store.user(self.user).role == "supervisor"
-        except ValueError:
-            return False
+        return self.store.is_supervisor(self.user)
 
     def refresh(self) -> None:
         from core import training_set as ts

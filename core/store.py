@@ -349,6 +349,13 @@ class Store:
         return [User(r["id"], r["name"], r["role"]) for r in self.db.query(
             "SELECT id, name, role FROM users ORDER BY name")]
 
+    def is_supervisor(self, name: str | None) -> bool:
+        """Whether ``name`` is a known user with the supervisor role (False for None or unknown)."""
+        if not name:
+            return False
+        row = self.one("SELECT role FROM users WHERE name = ?", [name])
+        return row is not None and row["role"] == "supervisor"
+
     def user(self, name: str) -> User:
         """The user called ``name``; ValueError naming the command that adds one if unknown."""
         row = self.one("SELECT id, name, role FROM users WHERE name = ?", [name])

@@ -72,15 +72,13 @@ def run(args) -> int:
 
 def edge_bounds(text) -> tuple[int, ...]:
     """``--edge-band`` as zone bounds: "32,48" -> (32, 48), "32" -> (32,), "0" -> ()."""
+    from core.calibration import band_bounds
+
     try:
         bounds = tuple(int(v) for v in str(text).split(","))
     except ValueError:
         raise ValueError(f"give whole pixels separated by commas, e.g. 32,48 (got {text!r})") from None
-    if bounds == (0,):
-        return ()
-    if any(b <= 0 for b in bounds) or any(b <= a for a, b in zip(bounds, bounds[1:])):
-        raise ValueError(f"bounds must be positive and increasing, e.g. 32,48 (got {text!r})")
-    return bounds
+    return () if bounds == (0,) else band_bounds(bounds)  # CalibrationError is a ValueError
 
 
 def run_review(args) -> int:
