@@ -19,8 +19,9 @@ Protocol
    (``core.cnn``) trained on D, D + SC, D + SC + SPC and D + SNI (positives: real defect patches, and
    okay patches with the synthetic circular indication, partial circle, or SNI inserted).
 4. Scores and operating point: OOD detector per patch ``(max |local mean|, max local std)`` of the
-   9 x 9 kernels over the aperture (``core.scanning.patch_scores``; in the weld region two pairs,
-   its interior and its 32 px edge band, ``core.residual.edge_band``), thresholds from
+   9 x 9 kernels over the aperture (``core.scanning.patch_scores``; in the weld region one pair
+   for its interior and one per edge zone, 0-32 and 32-48 px from its edge,
+   ``core.residual.EDGE_ZONES_PX``, as ``weldreview calibrate`` sets them), thresholds from
    ``core.calibration.calibrate`` on the calibration okay patches (never test patches); CNN: its
    output thresholded at the same FPR on the same calibration okay patches (computed on the logit,
    which orders patches like the sigmoid but does not saturate to 1.0 in float32).
@@ -28,7 +29,10 @@ Protocol
    the FPR actually reached on the okay test patches; ROC curves against the okay test patches.
 
 Each trained model's numbers are kept in ``OUT/runs/`` (JSON + the raw scores as NPZ) and reused when
-the benchmark is started again with the same protocol, so an interrupted run resumes.
+the benchmark is started again with the same protocol, so an interrupted run resumes. When only the
+OOD detector's scoring changed (``OOD_SCORING``, e.g. the edge zones of protocol version 3), the
+OOD models kept in ``OUT/models/`` are evaluated again instead of trained again, and the CNN
+runs, which that scoring does not touch, are reused.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from core.contrast import GRADE_THRESHOLDS, GRADES, grade_patches
-from core.residual import EDGE_BAND_PX
+from core.residual import EDGE_ZONES_PX
 from core.metrics import mean_spread, rate_above, roc_curve, auc, threshold_at_fpr
 
 OOD_SETS = ("None", "D", "SNI")
@@ -64,7 +68,13 @@ TEST_SET_TITLES = {
 GDXRAY_TEST = ("W0001_0002", "W0001_0003")
 GDXRAY_CALIBRATION = ("W0001_0004", "W0001_0009")
 DATA_SEED = 20220  # seeds the patch sets (independent of the model seeds)
-PROTOCOL_VERSION = 2  # 2: the weld region's edge band has its own thresholds (core.residual.edge_band)
+# 2: the weld region's 32 px edge band has its own thresholds; 3: its edge zones 0-32 and 32-48 px
+# each have their own (core.residual.EDGE_ZONES_PX). Version 3 changed only the OOD detector's
+# scoring: the split, the patch sets and the training are version 2's (_SAMPLING_VERSION), so
+# trained models and CNN runs of version 2 stay valid.
+PROTOCOL_VERSION = 3
+_SAMPLING_VERSION = 2
+OOD_SCORING = {"edge_zones_px": list(EDGE_ZONES_PX)}  # how OOD patches are scored; legacy: [32]
 
 # The paper's numbers (Tables 2 and 3): mean, spread in percent.
 PAPER_TABLE2 = {
@@ -391,11 +401,12 @@ def _split_scores(score, patch_sets: PatchSets, *, with_regions: bool = False) -
     return {name: values[a:b] for name, a, b in zip(named, bounds[:-1], bounds[1:])}
 
 
-def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px: int = EDGE_BAND_PX):
+def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px=EDGE_ZONES_PX):
     """Score every set with the OOD detector and apply thresholds calibrated on training-side data.
 
-    With weld regions the region's edge band (``edge_band_px`` wide, 0 for none) has its own
-    pair of thresholds, as a scan has (``core.calibration``).
+    With weld regions each of the region's edge zones (``edge_band_px``: their bounds, a single
+    band's width, or 0 for none) has its own pair of thresholds, as a scan has
+    (``core.calibration``).
 
     Returns
     -------
@@ -415,8 +426,8 @@ def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_b
                              calibration_scores=None):
     """:func:`evaluate_ood` for any ``score(patches, regions) -> (N, 2) or (N, 4)`` of the residual tests.
 
-    Four columns: interior and edge band of the weld region, ``edge_band_px`` wide (recorded with
-    the thresholds). ``calibration_scores`` replaces the scores of the calibration okay patches
+    Columns: the pair over the weld region's interior, then one pair per edge zone
+    (``edge_band_px``, recorded with the thresholds). ``calibration_scores`` replaces the scores of the calibration okay patches
     (thresholds from other okay patches, e.g. pooled over several films).
 
     ``regions`` is None when the patch sets have none. Used for the OOD detector and for reference
@@ -509,31 +520,57 @@ def machine_description() -> dict:
 
 
 def protocol_fingerprint(split: Split, budget: Budget, *, roi: bool = True) -> str:
-    """Hash of what makes cached per-model results reusable (split, budget, region, grading, version)."""
+    """Hash of what makes trained models and cached per-model results reusable.
+
+    The split, budget, region, grading and sampling version; the OOD detector's scoring
+    (``OOD_SCORING``) is stored with each OOD run apart from it.
+    """
     blob = json.dumps({"split": split.to_dict(), "budget": asdict(budget), "data_seed": DATA_SEED,
-                       "grades": GRADE_THRESHOLDS, "version": PROTOCOL_VERSION, "roi": roi},
+                       "grades": GRADE_THRESHOLDS, "version": _SAMPLING_VERSION, "roi": roi},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+_LEGACY_SCORING = {"edge_zones_px": [32]}  # OOD runs stored before the scoring was recorded
+
+
 def _load_cached(runs_dir: Path, key: str, fingerprint: str):
+    """``(result, scores, scoring)`` of a stored run of the same protocol, or None.
+
+    ``scoring`` is how an OOD run's patches were scored (``OOD_SCORING`` when it was run); a
+    caller re-evaluates the stored model when it differs from the current one.
+    """
     path = runs_dir / f"{key}.json"
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    if data.get("fingerprint") != fingerprint:
+    if data.pop("fingerprint", None) != fingerprint:
         return None
-    data.pop("fingerprint")
+    scoring = data.pop("scoring", _LEGACY_SCORING if data.get("detector") == "ood" else None)
     scores = dict(np.load(runs_dir / f"{key}.npz")) if (runs_dir / f"{key}.npz").is_file() else {}
-    return RunResult(**data), scores
+    return RunResult(**data), scores, scoring
 
 
 def _save_run(runs_dir: Path, result: RunResult, scores: dict, fingerprint: str) -> None:
     runs_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(runs_dir / f"{result.key}.npz", **scores)
     tmp = runs_dir / f"{result.key}.json.tmp"
-    tmp.write_text(json.dumps({**asdict(result), "fingerprint": fingerprint}, indent=1))
+    extra = {"scoring": OOD_SCORING} if result.detector == "ood" else {}
+    tmp.write_text(json.dumps({**asdict(result), "fingerprint": fingerprint, **extra}, indent=1))
     tmp.replace(runs_dir / f"{result.key}.json")
+
+
+def _reevaluate_ood(result: RunResult, model_path: Path, patch_sets: PatchSets, budget: Budget, log):
+    """Score a stored OOD model again with the current ``OOD_SCORING``; training figures are kept."""
+    from core.modelfile import load_model
+
+    t0 = time.time()
+    numbers, scores = evaluate_ood(load_model(model_path).model, patch_sets, fpr=budget.fpr)
+    fresh = RunResult(result.detector, result.training_set, result.seed, result.steps,
+                      result.train_seconds, round(time.time() - t0, 1), **numbers, notes=result.notes)
+    log(f"{fresh.key}: re-evaluated (edge zones {OOD_SCORING['edge_zones_px']}), FPR test "
+        f"{100 * fresh.fpr_test:.2f} %, TPR " + ", ".join(f"{k} {100 * v:.0f}" for k, v in fresh.tpr.items()))
+    return fresh, scores
 
 
 def summarise(results: list[RunResult]) -> dict:
@@ -604,8 +641,12 @@ def run_benchmark(data, out, *, budget: str | Budget = "small", seeds: int = 3,
             key = run_key(detector, training_set, seed)
             cached = _load_cached(runs_dir, key, fingerprint)
             model_path = out / "models" / f"{key}.keras"
-            if cached is not None and (key != _FIG11_KEY or model_path.is_file()):
-                result, scores = cached
+            stale = cached is not None and detector == "ood" and cached[2] != OOD_SCORING
+            if stale and model_path.is_file():  # only the scoring changed: no need to train again
+                result, scores = _reevaluate_ood(cached[0], model_path, patch_sets, budget, log)
+                _save_run(runs_dir, result, scores, fingerprint)
+            elif cached is not None and not stale and (key != _FIG11_KEY or model_path.is_file()):
+                result, scores, _ = cached
                 log(f"{key}: reused from {runs_dir}")
             else:
                 result, scores = _run_one(detector, training_set, seed, budget, split, patch_sets,
@@ -618,7 +659,8 @@ def run_benchmark(data, out, *, budget: str | Budget = "small", seeds: int = 3,
     fig11_model = out / "models" / f"{_FIG11_KEY}.keras"
     report = {
         "command": command, "budget": asdict(budget), "seeds": seeds, "split": split.to_dict(),
-        "fingerprint": fingerprint, "machine": machine_description(),
+        "fingerprint": fingerprint, "protocol": PROTOCOL_VERSION, "scoring": OOD_SCORING,
+        "machine": machine_description(),
         "region": ("weld region (core.roi.find_weld): patches centred in it, only kernels centred "
                    "in it scored" if roi else "whole radiographs (no weld region)"),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.benchmark import (BUDGETS, OOD_SETS, build_patch_sets, evaluate_ood,
-                            evaluate_residual_scores, machine_description, make_split,
-                            ood_perturbation_sources, patch_sampler)
+from core.benchmark import (BUDGETS, OOD_SCORING, OOD_SETS, PROTOCOL_VERSION, build_patch_sets,
+                            evaluate_ood, evaluate_residual_scores, machine_description,
+                            make_split, ood_perturbation_sources, patch_sampler)
 from core.loss import LossWeights
-from core.residual import EDGE_BAND_PX
+from core.residual import EDGE_ZONES_PX
 
 CURVE_MINUTES = (5, 10, 20, 40)
 HIGHPASS_SIGMAS = (2.0, 6.0)
@@ -114,29 +114,31 @@ def _sources(recipe: Recipe, train_items) -> list:
     return ood_perturbation_sources(recipe.training_set, train_items)
 
 
-def highpass_scorer(sigma: float, edge_band_px: int = 0):
+def highpass_scorer(sigma: float, edge_band_px=0):
     """``score(patches, regions)`` of the high-pass reference detector (see the module docstring).
 
-    With ``edge_band_px`` and regions, four columns (interior and edge band), as ``patch_scores``.
+    With ``edge_band_px`` (a band's width or the zones' bounds, ``core.calibration.band_bounds``)
+    and regions, the pair over the interior, then one pair per edge zone, as ``patch_scores``.
     """
     from scipy import ndimage
 
+    from core.calibration import band_bounds
     from core.model import APERTURE, OFFSET
-    from core.residual import aperture_scores, edge_band
+    from core.residual import aperture_scores, edge_zones
 
     end = OFFSET + APERTURE
 
     def score(patches, regions):
-        band = edge_band_px if regions is not None else 0
-        out = np.empty((len(patches), 4 if band else 2))
+        bounds = band_bounds(edge_band_px) if regions is not None else ()
+        out = np.empty((len(patches), 2 + 2 * len(bounds)))
         for i in range(0, len(patches), 256):
             x = patches[i:i + 256].astype(np.float32)
             resid = x - ndimage.gaussian_filter(x, (0, sigma, sigma), mode="reflect")
             roi = edges = None
             if regions is not None:
                 roi = regions[i:i + 256, OFFSET:end, OFFSET:end]
-                if band:
-                    edges = edge_band(regions[i:i + 256], band)[:, OFFSET:end, OFFSET:end]
+                if bounds:
+                    edges = [z[:, OFFSET:end, OFFSET:end] for z in edge_zones(regions[i:i + 256], bounds)]
             out[i:i + 256] = aperture_scores(resid[:, OFFSET:end, OFFSET:end], regions=roi, edges=edges)
         return out
 
@@ -286,7 +288,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
 
     final = bundle.model  # the last segment's model
     across = calibration_across_films(
-        lambda x, r: patch_scores(x, final, regions=r, edge_band_px=EDGE_BAND_PX), split, sets_roi,
+        lambda x, r: patch_scores(x, final, regions=r, edge_band_px=EDGE_ZONES_PX), split, sets_roi,
         n_per_film=budget_obj.n_calibration // 2, fpr=budget_obj.fpr)
     if across is not None:
         across["minutes"] = minutes[-1]
@@ -298,14 +300,15 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
         "label": recipe.label, "command": trained_by, "recipe": asdict(recipe),
         "reevaluated_by": command if reevaluate else None,
         "recipe_text": recipe.describe(),
-        "budget": budget_obj.name, "machine": machine_description(), "split": split.to_dict(),
+        "budget": budget_obj.name, "protocol": PROTOCOL_VERSION, "scoring": OOD_SCORING,
+        "machine": machine_description(), "split": split.to_dict(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "patch_counts": sets_roi.counts(), "points": points, "highpass": {}, "whole_image": None,
         "calibration_across_films": across,
     }
     for sigma in HIGHPASS_SIGMAS:
-        numbers, _ = evaluate_residual_scores(highpass_scorer(sigma, EDGE_BAND_PX), sets_roi,
-                                              fpr=budget_obj.fpr, edge_band_px=EDGE_BAND_PX)
+        numbers, _ = evaluate_residual_scores(highpass_scorer(sigma, EDGE_ZONES_PX), sets_roi,
+                                              fpr=budget_obj.fpr, edge_band_px=EDGE_ZONES_PX)
         result["highpass"][f"{sigma:g}"] = {"roi": _point(numbers)}
         if sets_whole is not None:
             whole, _ = evaluate_residual_scores(highpass_scorer(sigma), sets_whole, fpr=budget_obj.fpr)
@@ -329,7 +332,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
 
 
 def calibration_across_films(score, split, patch_sets, *, n_per_film: int, fpr: float,
-                             edge_band_px: int = EDGE_BAND_PX, seed: int = 7) -> dict:
+                             edge_band_px=EDGE_ZONES_PX, seed: int = 7) -> dict:
     """Calibration pooled over the training-side films, and the FPR it reaches on other films.
 
     Every training-side radiograph (training and calibration films) gives ``n_per_film`` okay
@@ -341,7 +344,8 @@ def calibration_across_films(score, split, patch_sets, *, n_per_film: int, fpr: 
     Parameters
     ----------
     score : callable
-        ``score(patches, regions)`` -> (N, 4) scores (``patch_scores`` with an edge band).
+        ``score(patches, regions)`` -> scores with the edge zones ``edge_band_px``
+        (``patch_scores``).
     split : core.benchmark.Split
     patch_sets : core.benchmark.PatchSets
         The weld-region test sets of the curve.

@@ -14,6 +14,9 @@ KERNEL_SIZE = 9  # k_s of the paper
 FLAG_MEAN = 1
 FLAG_STD = 2
 EDGE_BAND_PX = 32  # width of the weld region's edge band, which gets its own thresholds
+# The default edge zones, px from the region's edge: 0-32 where the flank falls to the plate, 32-48
+# where it bends (the bead's shoulder); each zone gets its own thresholds (docs/benchmark notes item 8)
+EDGE_ZONES_PX = (EDGE_BAND_PX, 48)
 
 
 def edge_band(roi: np.ndarray, band_px: int = EDGE_BAND_PX) -> np.ndarray:

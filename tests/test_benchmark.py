@@ -90,6 +90,7 @@ def test_tiny_run_writes_report_json_and_figures(gdxray_pair, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "layout of the paper's Table 2" in report and "layout of the paper's Table 3" in report
     assert "Synthetic raster" in report and "paper 100 (0)" in report
+    assert "Protocol version 3" in report and "0-32 px, 32-48 px from its edge" in report
     results = json.loads((out / "results.json").read_text())
     assert {(r["detector"], r["training_set"]) for r in results["runs"]} == {("ood", "SNI"), ("cnn", "D+SC")}
     for r in results["runs"]:
@@ -113,3 +114,46 @@ def test_tiny_run_writes_report_json_and_figures(gdxray_pair, tmp_path, capsys):
     again = (out / "report.md").read_text()
     assert "## Reading these numbers" in again and "needs more steps" in again
     assert "layout of the paper's Table 3" in again and "figures/fig10_roc.png" in again
+
+
+def _run_tiny(data, out):
+    return main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny", "--seeds", "1",
+                 "--ood-sets", "SNI", "--cnn-sets", "D+SC"])
+
+
+def test_scoring_change_reevaluates_stored_models_without_training(gdxray_pair, tmp_path, capsys):
+    """Protocol 3 scores OOD patches with the edge zones 0-32 and 32-48 px: a run stored with
+    version 2's one band is evaluated again from its saved model; CNN runs are reused as they are."""
+    out = tmp_path / "out"
+    assert _run_tiny(gdxray_pair, out) == 0
+    capsys.readouterr()
+    stored = json.loads((out / "runs" / "ood_SNI_seed0.json").read_text())
+    assert stored["scoring"] == {"edge_zones_px": [32, 48]}
+    assert stored["thresholds"]["edge_band_px"] == 32
+    assert [b[0] for b in stored["thresholds"]["inner_bands"]] == [48]
+    # the same run as version 2 stored it: no scoring recorded, thresholds for one 32 px band
+    legacy = {k: v for k, v in stored.items() if k != "scoring"}
+    legacy["thresholds"] = {k: v for k, v in stored["thresholds"].items() if k != "inner_bands"}
+    legacy["train_seconds"] = 12345.0  # what the original training took: kept, not re-measured
+    (out / "runs" / "ood_SNI_seed0.json").write_text(json.dumps(legacy))
+    cnn_before = (out / "runs" / "cnn_D-SC_seed0.json").read_text()
+    model = out / "models" / "ood_SNI_seed0.keras"
+    model_bytes = model.read_bytes()
+
+    assert _run_tiny(gdxray_pair, out) == 0
+    log = capsys.readouterr()
+    text = log.out + log.err
+    assert "ood_SNI_seed0: re-evaluated" in text and "cnn_D-SC_seed0: reused" in text
+    assert "ood SNI seed 0: step" not in text  # no training step was logged
+    assert model.read_bytes() == model_bytes  # not trained again
+    again = json.loads((out / "runs" / "ood_SNI_seed0.json").read_text())
+    assert again["scoring"] == {"edge_zones_px": [32, 48]} and again["train_seconds"] == 12345.0
+    assert [b[0] for b in again["thresholds"]["inner_bands"]] == [48]
+    assert again["tpr"] == pytest.approx(stored["tpr"])  # same model, same patches, same scoring
+    assert (out / "runs" / "cnn_D-SC_seed0.json").read_text() == cnn_before
+    # without the saved model there is nothing to re-evaluate: the run is trained again
+    (out / "runs" / "ood_SNI_seed0.json").write_text(json.dumps(legacy))
+    model.unlink()
+    assert _run_tiny(gdxray_pair, out) == 0
+    text = "".join(capsys.readouterr())
+    assert "ood_SNI_seed0: trained" in text and model.is_file()

@@ -280,3 +280,11 @@ def test_calibrate_refuses_a_negative_edge_band(tmp_path, capsys):
 
     assert main(["calibrate", str(tmp_path / "x.keras"), "--synthetic", "1", "--edge-band", "-1"]) == 2
     assert "--edge-band" in capsys.readouterr().err
+
+
+def test_calibrate_default_edge_zones_are_cores():
+    """``weldreview calibrate``'s default --edge-band is the zones the benchmark scores with."""
+    from app.commands.calibrate import DEFAULT_EDGE_BAND, edge_bounds
+    from core.residual import EDGE_ZONES_PX
+
+    assert edge_bounds(DEFAULT_EDGE_BAND) == EDGE_ZONES_PX == (32, 48)

@@ -80,8 +80,13 @@ def test_tiny_curve_on_two_radiographs(gdxray_pair, tmp_path):
     assert model_meta["architecture"]["gain"] == 8.0
     assert model_meta["training"]["loss_weights"]["per"] == model_meta["training"]["loss_weights"]["kern_per"] == 0.25
     assert (out / curves[1]["figure"]).is_file()
-    # the edge band of the weld region has its own thresholds wherever a region is scored
+    # the weld region's edge zones (0-32, 32-48 px) have their own thresholds wherever a region
+    # is scored, and the curve records the protocol it was scored with
     assert curves[1]["points"][0]["thresholds"]["edge_band_px"] == 32
+    assert [b[0] for b in curves[1]["points"][0]["thresholds"]["inner_bands"]] == [48]
+    assert [b[0] for b in curves[1]["highpass"]["2"]["roi"]["thresholds"]["inner_bands"]] == [48]
+    assert curves[1]["protocol"] == 3 and curves[1]["scoring"] == {"edge_zones_px": [32, 48]}
+    assert "Protocol version 3" in "\n".join(learning_curve_markdown(curves[1:]))
     assert "edge_band_px" not in curves[1]["whole_image"]["thresholds"]
 
     # extending continues the same model from its checkpoint; the points join the curve
@@ -155,7 +160,7 @@ def test_calibration_across_films_leaves_each_film_out(gdxray_pair):
     a, b = load_dataset(gdxray_pair, include_unmasked=False)
     split = Split([a], [b], [a], "test split")
     sets = build_patch_sets(split, BUDGETS["tiny"])
-    score = highpass_scorer(2.0, 32)
+    score = highpass_scorer(2.0, (32, 48))  # the edge zones, which are the default
     across = calibration_across_films(score, split, sets, n_per_film=80, fpr=0.05, seed=3)
     assert set(across["films"]) == {a.name, b.name}
     assert across["films"][a.name]["role"] == "training" and across["films"][b.name]["role"] == "calibration"
@@ -164,11 +169,13 @@ def test_calibration_across_films_leaves_each_film_out(gdxray_pair):
     xa, ra = patch_sampler([a], seed=3, roi=True).okay_with_roi(80, rng=rng)
     xb, rb = patch_sampler([b], seed=3, roi=True).okay_with_roi(80, rng=rng)
     sa, sb = score(xa, ra), score(xb, rb)
-    thr_a = calibrate(sa, fpr=0.05, edge_band_px=32)
+    assert sa.shape == (80, 6)  # interior, then the zones 0-32 and 32-48 px
+    thr_a = calibrate(sa, fpr=0.05, edge_band_px=(32, 48))
     assert across["films"][b.name]["fpr"] == pytest.approx(float(np.mean(thr_a.flagged(sb))))
-    pooled = calibrate(np.concatenate([sa, sb]), fpr=0.05, edge_band_px=32)
+    pooled = calibrate(np.concatenate([sa, sb]), fpr=0.05, edge_band_px=(32, 48))
     assert across["pooled"]["thresholds"]["mean"] == pytest.approx(pooled.mean)
     assert across["pooled"]["thresholds"]["edge_band_px"] == 32
+    assert [b[0] for b in across["pooled"]["thresholds"]["inner_bands"]] == [48]
     assert set(across["pooled"]["tpr"]) >= {"circular_hollow", "raster"}
     assert calibration_across_films(score, Split([a], [], [b], "one film"), sets, n_per_film=80,
                                     fpr=0.05) is None

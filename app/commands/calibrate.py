@@ -7,7 +7,7 @@ from pathlib import Path
 
 DEFAULT_SEED = 1000  # the first held-out synthetic weld: training draws its own from --seed 0
 DEFAULT_FPR = 0.001  # core.calibration.DEFAULT_FPR (not imported: --help stays fast)
-DEFAULT_EDGE_BAND = "32,48"  # edge zones of the weld region, px from its edge (notes item 8)
+DEFAULT_EDGE_BAND = "32,48"  # core.residual.EDGE_ZONES_PX as text (not imported: --help stays fast)
 
 
 def add_parser(subparsers) -> None:
@@ -215,17 +215,21 @@ def draw_okay_patches(metadata: dict, n: int, *, data=None, synthetic: int = 0, 
 
 def calibrate_file(model, *, data=None, synthetic: int = 0, seed: int = DEFAULT_SEED,
                    fpr: float = DEFAULT_FPR, patches: int | None = None, whole_image: bool = False,
-                   edge_band_px=(32, 48), progress=None, cancel=None):
+                   edge_band_px=None, progress=None, cancel=None):
     """Calibrate the model file ``model`` as ``weldreview calibrate`` does; ``(thresholds, pixel size)``.
 
     The thresholds are written to the model's metadata (core.calibration.calibrate_model, with
-    the weld region's edge zones ``edge_band_px``, outer bounds in px, unless ``whole_image``).
+    the weld region's edge zones ``edge_band_px``, outer bounds in px, by default
+    ``core.residual.EDGE_ZONES_PX``, unless ``whole_image``).
     ``progress(done, total)`` and ``cancel()``
     go to the scoring (core.scanning.patch_scores: ``cancel`` ends it with ScanCancelled).
     """
     from core.calibration import calibrate_model
     from core.modelfile import read_metadata
+    from core.residual import EDGE_ZONES_PX
 
+    if edge_band_px is None:
+        edge_band_px = EDGE_ZONES_PX
     n = patch_count(fpr, patches)
     metadata = read_metadata(model)  # the model being calibrated: how it sees a radiograph
     okay, regions, pixel, origins = draw_okay_patches(metadata, n, data=data, synthetic=synthetic,
