@@ -30,9 +30,9 @@ Protocol
 
 Each trained model's numbers are kept in ``OUT/runs/`` (JSON + the raw scores as NPZ) and reused when
 the benchmark is started again with the same protocol, so an interrupted run resumes. When only the
-OOD detector's scoring changed (``OOD_SCORING``, e.g. the edge zones of protocol version 3), the
-OOD models kept in ``OUT/models/`` are evaluated again instead of trained again, and the CNN
-runs, which that scoring does not touch, are reused.
+evaluation changed (``EVALUATION``, e.g. protocol version 3's edge zones and placement of the
+synthetic anomalies), the OOD models kept in ``OUT/models/`` are evaluated again instead of
+trained again; the CNNs, which are not kept, are trained again.
 """
 
 from __future__ import annotations
@@ -68,13 +68,15 @@ TEST_SET_TITLES = {
 GDXRAY_TEST = ("W0001_0002", "W0001_0003")
 GDXRAY_CALIBRATION = ("W0001_0004", "W0001_0009")
 DATA_SEED = 20220  # seeds the patch sets (independent of the model seeds)
-# 2: the weld region's 32 px edge band has its own thresholds; 3: its edge zones 0-32 and 32-48 px
-# each have their own (core.residual.EDGE_ZONES_PX). Version 3 changed only the OOD detector's
-# scoring: the split, the patch sets and the training are version 2's (_SAMPLING_VERSION), so
-# trained models and CNN runs of version 2 stay valid.
+# 2: the weld region's 32 px edge band has its own thresholds. 3: its edge zones 0-32 and 32-48 px
+# each have their own (core.residual.EDGE_ZONES_PX), and the synthetic anomalies are centred in
+# the weld region. Version 3 changed only the evaluation (EVALUATION): the split, the training
+# patches and every other patch are version 2's (_SAMPLING_VERSION), so trained models stay valid.
 PROTOCOL_VERSION = 3
 _SAMPLING_VERSION = 2
-OOD_SCORING = {"edge_zones_px": list(EDGE_ZONES_PX)}  # how OOD patches are scored; legacy: [32]
+# How a trained model is evaluated, stored with each run: the OOD detector's edge zones, where the
+# synthetic test anomalies are placed
+EVALUATION = {"edge_zones_px": list(EDGE_ZONES_PX), "synthetic_anomalies": "centred in the weld region"}
 
 # The paper's numbers (Tables 2 and 3): mean, spread in percent.
 PAPER_TABLE2 = {
@@ -282,6 +284,9 @@ def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED, roi
 
     With ``roi`` (the default, as the scan works) patches are centred in the weld region of their
     radiograph and only kernels centred in it are scored; without, the whole radiograph is used.
+    With ``roi`` each synthetic anomaly is centred in its patch's weld region: one placed on the
+    plate beside it would be outside what a scan inspects and would count as a miss of the
+    detector; ``rng`` draws the same shapes and patches either way.
     ``indication`` maps the synthetic anomalies (``weight * delta``) before they are added, for
     radiographs that were normalised: ``core.normalise.normalise_indication``, so that an anomaly
     is what it would have been on the film.
@@ -299,7 +304,10 @@ def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED, roi
     synthetic = {}
     for kind in TEST_ANOMALIES:
         base, regions[kind] = test.okay_with_roi(budget.n_synthetic, rng=rng)
-        delta, weight = SyntheticAnomalies(kind).sample(rng, budget.n_synthetic)
+        # centred in the weld region, which is all a scan inspects (anywhere in the patch without)
+        delta, weight = SyntheticAnomalies(kind).sample(
+            rng, budget.n_synthetic, regions=regions[kind] if roi else None,
+            place_rng=np.random.default_rng([seed, TEST_ANOMALIES.index(kind)]))
         if indication is None:
             synthetic[kind] = apply_perturbation(base, delta, weight)
         else:
@@ -522,8 +530,8 @@ def machine_description() -> dict:
 def protocol_fingerprint(split: Split, budget: Budget, *, roi: bool = True) -> str:
     """Hash of what makes trained models and cached per-model results reusable.
 
-    The split, budget, region, grading and sampling version; the OOD detector's scoring
-    (``OOD_SCORING``) is stored with each OOD run apart from it.
+    The split, budget, region, grading and sampling version; how a run was evaluated
+    (``EVALUATION``) is stored with it apart from this.
     """
     blob = json.dumps({"split": split.to_dict(), "budget": asdict(budget), "data_seed": DATA_SEED,
                        "grades": GRADE_THRESHOLDS, "version": _SAMPLING_VERSION, "roi": roi},
@@ -531,14 +539,11 @@ def protocol_fingerprint(split: Split, budget: Budget, *, roi: bool = True) -> s
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-_LEGACY_SCORING = {"edge_zones_px": [32]}  # OOD runs stored before the scoring was recorded
-
-
 def _load_cached(runs_dir: Path, key: str, fingerprint: str):
-    """``(result, scores, scoring)`` of a stored run of the same protocol, or None.
+    """``(result, scores, evaluation)`` of a stored run of the same protocol, or None.
 
-    ``scoring`` is how an OOD run's patches were scored (``OOD_SCORING`` when it was run); a
-    caller re-evaluates the stored model when it differs from the current one.
+    ``evaluation`` is the ``EVALUATION`` the run was evaluated with (None for runs stored before
+    it was recorded); a caller evaluates again when it differs from the current one.
     """
     path = runs_dir / f"{key}.json"
     if not path.is_file():
@@ -546,29 +551,29 @@ def _load_cached(runs_dir: Path, key: str, fingerprint: str):
     data = json.loads(path.read_text())
     if data.pop("fingerprint", None) != fingerprint:
         return None
-    scoring = data.pop("scoring", _LEGACY_SCORING if data.get("detector") == "ood" else None)
+    evaluation = data.pop("evaluation", None)
     scores = dict(np.load(runs_dir / f"{key}.npz")) if (runs_dir / f"{key}.npz").is_file() else {}
-    return RunResult(**data), scores, scoring
+    return RunResult(**data), scores, evaluation
 
 
 def _save_run(runs_dir: Path, result: RunResult, scores: dict, fingerprint: str) -> None:
     runs_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(runs_dir / f"{result.key}.npz", **scores)
     tmp = runs_dir / f"{result.key}.json.tmp"
-    extra = {"scoring": OOD_SCORING} if result.detector == "ood" else {}
-    tmp.write_text(json.dumps({**asdict(result), "fingerprint": fingerprint, **extra}, indent=1))
+    tmp.write_text(json.dumps({**asdict(result), "fingerprint": fingerprint, "evaluation": EVALUATION},
+                              indent=1))
     tmp.replace(runs_dir / f"{result.key}.json")
 
 
 def _reevaluate_ood(result: RunResult, model_path: Path, patch_sets: PatchSets, budget: Budget, log):
-    """Score a stored OOD model again with the current ``OOD_SCORING``; training figures are kept."""
+    """Evaluate a stored OOD model again with the current ``EVALUATION``; training figures are kept."""
     from core.modelfile import load_model
 
     t0 = time.time()
     numbers, scores = evaluate_ood(load_model(model_path).model, patch_sets, fpr=budget.fpr)
     fresh = RunResult(result.detector, result.training_set, result.seed, result.steps,
                       result.train_seconds, round(time.time() - t0, 1), **numbers, notes=result.notes)
-    log(f"{fresh.key}: re-evaluated (edge zones {OOD_SCORING['edge_zones_px']}), FPR test "
+    log(f"{fresh.key}: re-evaluated (protocol {PROTOCOL_VERSION}), FPR test "
         f"{100 * fresh.fpr_test:.2f} %, TPR " + ", ".join(f"{k} {100 * v:.0f}" for k, v in fresh.tpr.items()))
     return fresh, scores
 
@@ -641,8 +646,8 @@ def run_benchmark(data, out, *, budget: str | Budget = "small", seeds: int = 3,
             key = run_key(detector, training_set, seed)
             cached = _load_cached(runs_dir, key, fingerprint)
             model_path = out / "models" / f"{key}.keras"
-            stale = cached is not None and detector == "ood" and cached[2] != OOD_SCORING
-            if stale and model_path.is_file():  # only the scoring changed: no need to train again
+            stale = cached is not None and cached[2] != EVALUATION
+            if stale and detector == "ood" and model_path.is_file():  # only the evaluation changed
                 result, scores = _reevaluate_ood(cached[0], model_path, patch_sets, budget, log)
                 _save_run(runs_dir, result, scores, fingerprint)
             elif cached is not None and not stale and (key != _FIG11_KEY or model_path.is_file()):
@@ -659,7 +664,7 @@ def run_benchmark(data, out, *, budget: str | Budget = "small", seeds: int = 3,
     fig11_model = out / "models" / f"{_FIG11_KEY}.keras"
     report = {
         "command": command, "budget": asdict(budget), "seeds": seeds, "split": split.to_dict(),
-        "fingerprint": fingerprint, "protocol": PROTOCOL_VERSION, "scoring": OOD_SCORING,
+        "fingerprint": fingerprint, "protocol": PROTOCOL_VERSION, "evaluation": EVALUATION,
         "machine": machine_description(),
         "region": ("weld region (core.roi.find_weld): patches centred in it, only kernels centred "
                    "in it scored" if roi else "whole radiographs (no weld region)"),

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.benchmark import (BUDGETS, OOD_SCORING, OOD_SETS, PROTOCOL_VERSION, build_patch_sets,
+from core.benchmark import (BUDGETS, EVALUATION, OOD_SETS, PROTOCOL_VERSION, build_patch_sets,
                             evaluate_ood, evaluate_residual_scores, machine_description,
                             make_split, ood_perturbation_sources, patch_sampler)
 from core.loss import LossWeights
@@ -300,7 +300,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
         "label": recipe.label, "command": trained_by, "recipe": asdict(recipe),
         "reevaluated_by": command if reevaluate else None,
         "recipe_text": recipe.describe(),
-        "budget": budget_obj.name, "protocol": PROTOCOL_VERSION, "scoring": OOD_SCORING,
+        "budget": budget_obj.name, "protocol": PROTOCOL_VERSION, "evaluation": EVALUATION,
         "machine": machine_description(), "split": split.to_dict(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "patch_counts": sets_roi.counts(), "points": points, "highpass": {}, "whole_image": None,

@@ -512,12 +512,29 @@ class SyntheticAnomalies:
         values = anomaly_shape(self.kind, u, v, rng).astype(np.float32) * np.float32(self.amplitude)
         return values, int(r0), int(c0)
 
-    def sample(self, rng, n):
-        """Return ``(delta, weight)``, float32 arrays of shape (n, 192, 192)."""
+    def sample(self, rng, n, *, regions=None, place_rng=None):
+        """Return ``(delta, weight)``, float32 arrays of shape (n, 192, 192).
+
+        With ``regions`` (n, 192, 192) bool, each shape is moved, whole pixels, so that its centre
+        lies in its patch's region (the weld region a scan inspects), at a position drawn
+        uniformly from ``place_rng`` among those that keep it in the aperture; a patch whose
+        region leaves no such position keeps the first draw. ``rng`` is used exactly as without
+        regions, so other draws from it (later patch sets) do not change.
+        """
         delta = np.zeros((n, PATCH, PATCH), np.float32)
         weight = np.empty((n, PATCH, PATCH), np.float32)
+        if regions is not None and place_rng is None:
+            raise ValueError("placing anomalies in regions needs place_rng")
+        reach = _REACH[self.kind]
+        lo, hi = OFFSET + reach + 1, OFFSET + APERTURE - 1 - reach  # whole-pixel centres, in range
         for k in range(n):
             values, r0, c0 = self.draw_shape(rng)
+            if regions is not None:
+                rows, cols = np.nonzero(np.asarray(regions[k])[lo:hi, lo:hi])
+                if len(rows):
+                    j = place_rng.integers(len(rows))
+                    centre = np.array([r0, c0]) + reach + 1  # floor of the drawn centre
+                    r0, c0 = (int(v) for v in np.array([rows[j] + lo, cols[j] + lo]) - centre + (r0, c0))
             psf = "gaussian" if self.psf_sigma > 0 else None
             _smooth_into(delta[k], values, r0, c0, psf, self.psf_sigma)
             delta[k], weight[k] = _support(delta[k])

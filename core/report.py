@@ -289,7 +289,7 @@ def markdown(report, figures: dict, notes: str | None = None) -> str:
         f"{b['cnn_batch']} patches; {report['seeds']} seed(s) per training set; operating point "
         f"{100 * b['fpr']:g} % FPR.",
         f"- Region: {report.get('region', 'whole radiographs')}.",
-        *_scoring_line(report),
+        *_evaluation_line(report),
         f"- Machine: {m.get('platform')}, {m.get('cpus_usable', m.get('cpu_count'))} usable CPU "
         f"cores, GPUs: {', '.join(m.get('gpus') or []) or 'none'}, TensorFlow {m.get('tensorflow')}.",
         f"- Started {report['started']}, wall time of this invocation {report['wall_seconds']:.0f} s "
@@ -385,15 +385,18 @@ def _pct(v):
     return "-" if v is None else f"{100 * v:.1f}"
 
 
-def _scoring_line(entry: dict) -> list[str]:
-    """The protocol version and the OOD detector's edge zones, when recorded (version 3 on)."""
-    zones = (entry.get("scoring") or {}).get("edge_zones_px")
+def _evaluation_line(entry: dict) -> list[str]:
+    """The protocol version and how models were evaluated, when recorded (version 3 on)."""
+    evaluation = entry.get("evaluation") or {}
+    zones = evaluation.get("edge_zones_px")
     if not zones:
         return []
     bounds = [0, *zones]
+    placed = evaluation.get("synthetic_anomalies")
     return [f"- Protocol version {entry.get('protocol')}: OOD thresholds for the weld region's "
             "interior and, apart, for each edge zone ("
-            + ", ".join(f"{a}-{b} px" for a, b in zip(bounds, bounds[1:])) + " from its edge)."]
+            + ", ".join(f"{a}-{b} px" for a, b in zip(bounds, bounds[1:])) + " from its edge)"
+            + (f"; synthetic anomalies {placed}" if placed else "") + "."]
 
 
 def _curve_row(label, point, sets, extra=()):
@@ -421,7 +424,7 @@ def learning_curve_markdown(curves: list[dict]) -> list[str]:
                 f"CPU cores, GPUs: {', '.join(m.get('gpus') or []) or 'none'}; started "
                 f"{curve['started']}, wall time {curve['wall_seconds']:.0f} s ("
                 + ("re-evaluation only" if curve.get("reevaluated_by") else "training and evaluation") + ")."]
-        out += _scoring_line(curve)
+        out += _evaluation_line(curve)
         if curve.get("reevaluated_by"):
             out.append(f"- Models re-evaluated with the current protocol (no training): "
                        f"`{curve['reevaluated_by']}`")

@@ -121,39 +121,71 @@ def _run_tiny(data, out):
                  "--ood-sets", "SNI", "--cnn-sets", "D+SC"])
 
 
-def test_scoring_change_reevaluates_stored_models_without_training(gdxray_pair, tmp_path, capsys):
-    """Protocol 3 scores OOD patches with the edge zones 0-32 and 32-48 px: a run stored with
-    version 2's one band is evaluated again from its saved model; CNN runs are reused as they are."""
+def test_evaluation_change_reevaluates_stored_models_without_training(gdxray_pair, tmp_path, capsys):
+    """Protocol 3 scores OOD patches with the edge zones 0-32 and 32-48 px and centres the
+    synthetic anomalies in the weld region: a run stored by version 2 is evaluated again from its
+    saved OOD model; a CNN, which is not kept, is trained again."""
     out = tmp_path / "out"
     assert _run_tiny(gdxray_pair, out) == 0
     capsys.readouterr()
     stored = json.loads((out / "runs" / "ood_SNI_seed0.json").read_text())
-    assert stored["scoring"] == {"edge_zones_px": [32, 48]}
+    assert stored["evaluation"]["edge_zones_px"] == [32, 48]
     assert stored["thresholds"]["edge_band_px"] == 32
     assert [b[0] for b in stored["thresholds"]["inner_bands"]] == [48]
-    # the same run as version 2 stored it: no scoring recorded, thresholds for one 32 px band
-    legacy = {k: v for k, v in stored.items() if k != "scoring"}
-    legacy["thresholds"] = {k: v for k, v in stored["thresholds"].items() if k != "inner_bands"}
-    legacy["train_seconds"] = 12345.0  # what the original training took: kept, not re-measured
-    (out / "runs" / "ood_SNI_seed0.json").write_text(json.dumps(legacy))
-    cnn_before = (out / "runs" / "cnn_D-SC_seed0.json").read_text()
+    # the same runs as version 2 stored them: no evaluation recorded, one 32 px band
+    for key in ("ood_SNI_seed0", "cnn_D-SC_seed0"):
+        run = json.loads((out / "runs" / f"{key}.json").read_text())
+        run.pop("evaluation")
+        run["train_seconds"] = 12345.0  # what the original training took
+        run["thresholds"].pop("inner_bands", None)
+        (out / "runs" / f"{key}.json").write_text(json.dumps(run))
     model = out / "models" / "ood_SNI_seed0.keras"
     model_bytes = model.read_bytes()
 
     assert _run_tiny(gdxray_pair, out) == 0
     log = capsys.readouterr()
     text = log.out + log.err
-    assert "ood_SNI_seed0: re-evaluated" in text and "cnn_D-SC_seed0: reused" in text
-    assert "ood SNI seed 0: step" not in text  # no training step was logged
+    assert "ood_SNI_seed0: re-evaluated" in text and "ood SNI seed 0: step" not in text
+    assert "cnn_D-SC_seed0: trained" in text
     assert model.read_bytes() == model_bytes  # not trained again
     again = json.loads((out / "runs" / "ood_SNI_seed0.json").read_text())
-    assert again["scoring"] == {"edge_zones_px": [32, 48]} and again["train_seconds"] == 12345.0
+    assert again["evaluation"] == stored["evaluation"] and again["train_seconds"] == 12345.0
     assert [b[0] for b in again["thresholds"]["inner_bands"]] == [48]
-    assert again["tpr"] == pytest.approx(stored["tpr"])  # same model, same patches, same scoring
-    assert (out / "runs" / "cnn_D-SC_seed0.json").read_text() == cnn_before
+    assert again["tpr"] == pytest.approx(stored["tpr"])  # same model, same patches, same evaluation
+    cnn = json.loads((out / "runs" / "cnn_D-SC_seed0.json").read_text())
+    assert cnn["evaluation"] == stored["evaluation"] and cnn["train_seconds"] != 12345.0
+    # a third start reuses both
+    assert _run_tiny(gdxray_pair, out) == 0
+    text = "".join(capsys.readouterr())
+    assert "ood_SNI_seed0: reused" in text and "cnn_D-SC_seed0: reused" in text
     # without the saved model there is nothing to re-evaluate: the run is trained again
-    (out / "runs" / "ood_SNI_seed0.json").write_text(json.dumps(legacy))
+    again.pop("evaluation")
+    (out / "runs" / "ood_SNI_seed0.json").write_text(json.dumps(again))
     model.unlink()
     assert _run_tiny(gdxray_pair, out) == 0
     text = "".join(capsys.readouterr())
     assert "ood_SNI_seed0: trained" in text and model.is_file()
+
+
+def test_synthetic_anomalies_lie_in_the_weld_region_a_scan_inspects(gdxray_pair):
+    import dataclasses
+
+    from core.benchmark import BUDGETS, Split, build_patch_sets
+
+    a, b = load_dataset(gdxray_pair, include_unmasked=False)
+    added = []
+
+    def indication(x):  # sees each synthetic set's anomalies as they are added
+        added.append(np.abs(x))
+        return x
+
+    budget = dataclasses.replace(BUDGETS["tiny"], n_synthetic=60)
+    sets = build_patch_sets(Split([a], [a], [b], "test split"), budget, indication=indication)
+    assert len(added) == len(TEST_ANOMALIES)
+    rows, cols = np.mgrid[:added[0].shape[1], :added[0].shape[2]]
+    for kind, anomaly in zip(TEST_ANOMALIES, added):
+        if kind == "partial_circle":
+            continue  # an arc: its centroid is not its centre
+        for x, region in zip(anomaly, sets.regions[kind]):
+            r, c = (int(round((x * g).sum() / x.sum())) for g in (rows, cols))  # its centre
+            assert region[r - 1:r + 2, c - 1:c + 2].any(), kind

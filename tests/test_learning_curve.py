@@ -85,7 +85,7 @@ def test_tiny_curve_on_two_radiographs(gdxray_pair, tmp_path):
     assert curves[1]["points"][0]["thresholds"]["edge_band_px"] == 32
     assert [b[0] for b in curves[1]["points"][0]["thresholds"]["inner_bands"]] == [48]
     assert [b[0] for b in curves[1]["highpass"]["2"]["roi"]["thresholds"]["inner_bands"]] == [48]
-    assert curves[1]["protocol"] == 3 and curves[1]["scoring"] == {"edge_zones_px": [32, 48]}
+    assert curves[1]["protocol"] == 3 and curves[1]["evaluation"]["edge_zones_px"] == [32, 48]
     assert "Protocol version 3" in "\n".join(learning_curve_markdown(curves[1:]))
     assert "edge_band_px" not in curves[1]["whole_image"]["thresholds"]
 

@@ -296,6 +296,36 @@ def test_psf_sigma_9_keeps_the_mass_and_lowers_the_peak(kind):
         assert (m[w == 0] == 0).all() and w[np.abs(m) >= 0.01 * np.abs(m).max()].all()
 
 
+@pytest.mark.parametrize("kind", ["circular_hollow", "dogbone", "elongated", "raster"])
+def test_anomalies_are_centred_in_the_region_and_the_rng_draws_as_without(kind):
+    """With regions (the weld region a scan inspects), every anomaly's centre lies in its patch's
+    region and in the aperture; the shapes are the ones drawn without, moved by whole pixels, and
+    the main rng is left where it would have been, so the patches drawn after it do not change."""
+    n = 30
+    regions = np.zeros((n, PATCH, PATCH), bool)
+    regions[:, 120:, :] = True  # a region along the aperture's lower part only
+    regions[-1] = False  # no room: the first draw is kept
+    free_rng, placed_rng = np.random.default_rng(4), np.random.default_rng(4)
+    free, _ = SyntheticAnomalies(kind, psf_sigma=0).sample(free_rng, n)
+    placed, weight = SyntheticAnomalies(kind, psf_sigma=0).sample(
+        placed_rng, n, regions=regions, place_rng=np.random.default_rng(0))
+    assert free_rng.random() == placed_rng.random()
+    outside = weight.copy()
+    outside[:, OFFSET:OFFSET + APERTURE, OFFSET:OFFSET + APERTURE] = 0
+    assert outside.sum() == 0  # still wholly inside the aperture
+    for a, b, region in zip(free, placed, regions):
+        ra, ca = np.nonzero(a)
+        rb, cb = np.nonzero(b)
+        dr, dc = rb.min() - ra.min(), cb.min() - ca.min()
+        np.testing.assert_array_equal(np.roll(a, (dr, dc), axis=(0, 1)), b)  # the same shape, moved
+        if region.any():  # rows 120 on; these shapes are symmetric about their centre
+            assert (rb.min() + rb.max()) / 2 >= 119.5
+        else:
+            assert (dr, dc) == (0, 0)
+    with pytest.raises(ValueError, match="place_rng"):
+        SyntheticAnomalies(kind).sample(np.random.default_rng(0), 1, regions=regions[:1])
+
+
 def test_elongated_anomalies_turn_through_all_directions():
     rng = np.random.default_rng(11)
     delta, weight = SyntheticAnomalies("elongated", psf_sigma=0).sample(rng, 80)
