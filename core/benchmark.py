@@ -42,7 +42,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -552,8 +552,14 @@ def _load_cached(runs_dir: Path, key: str, fingerprint: str):
     if data.pop("fingerprint", None) != fingerprint:
         return None
     evaluation = data.pop("evaluation", None)
+    known = {f.name for f in fields(RunResult)}
+    if any(k not in known for k in data):  # written by another version: evaluate again
+        evaluation = None
     scores = dict(np.load(runs_dir / f"{key}.npz")) if (runs_dir / f"{key}.npz").is_file() else {}
-    return RunResult(**data), scores, evaluation
+    try:
+        return RunResult(**{k: v for k, v in data.items() if k in known}), scores, evaluation
+    except TypeError:  # a field missing: nothing to reuse
+        return None
 
 
 def _save_run(runs_dir: Path, result: RunResult, scores: dict, fingerprint: str) -> None:
