@@ -228,7 +228,8 @@ class PatchSets:
     weld region over each patch (bool (N, 192, 192)); None when the run uses whole radiographs.
     ``calibration_origins`` says where each calibration patch was cut
     (``core.calibration_review.encode_origins``: film name and geometry), so the patches that
-    set the thresholds can be looked at.
+    set the thresholds can be looked at. ``anomaly_centres`` says where each synthetic anomaly
+    was centred in its patch, so its rate can be told apart by zone of the weld region.
     """
 
     calibration_okay: np.ndarray
@@ -238,6 +239,7 @@ class PatchSets:
     synthetic: dict  # kind -> patches
     regions: dict | None = None
     calibration_origins: dict | None = None
+    anomaly_centres: dict | None = None  # kind -> (N, 2) row, column of each anomaly's centre
 
     def test_sets(self) -> dict:
         """Every positive test set by name (``TEST_SETS`` order), empty ones left out."""
@@ -301,13 +303,13 @@ def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED, roi
     contrasts, grades = grade_patches(defects, masks)
     test_defects = {g: defects[grades == g] for g in GRADES}
     regions.update({g: defect_rois[grades == g] for g in GRADES})
-    synthetic = {}
+    synthetic, centres = {}, {}
     for kind in TEST_ANOMALIES:
         base, regions[kind] = test.okay_with_roi(budget.n_synthetic, rng=rng)
         # centred in the weld region, which is all a scan inspects (anywhere in the patch without)
-        delta, weight = SyntheticAnomalies(kind).sample(
+        delta, weight, centres[kind] = SyntheticAnomalies(kind).sample(
             rng, budget.n_synthetic, regions=regions[kind] if roi else None,
-            place_rng=np.random.default_rng([seed, TEST_ANOMALIES.index(kind)]))
+            place_rng=np.random.default_rng([seed, TEST_ANOMALIES.index(kind)]), centres=True)
         if indication is None:
             synthetic[kind] = apply_perturbation(base, delta, weight)
         else:
@@ -318,7 +320,8 @@ def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED, roi
     calibration_okay, regions["calibration_okay"], where = patch_sampler(
         calib_items, seed=seed + 1, roi=roi).okay_with_roi(budget.n_calibration, rng=rng, geometries=True)
     return PatchSets(calibration_okay, test_okay, test_defects, contrasts, synthetic,
-                     regions if roi else None, encode_origins([it.name for it in calib_items], where))
+                     regions if roi else None, encode_origins([it.name for it in calib_items], where),
+                     centres)
 
 
 # --- training sources -----------------------------------------------------------------------------
@@ -382,6 +385,7 @@ class RunResult:
     tpr: dict = field(default_factory=dict)  # test set -> TPR at the operating point
     auc: dict = field(default_factory=dict)  # test set -> ROC AUC against the okay test patches
     notes: list = field(default_factory=list)
+    tpr_by_zone: dict = field(default_factory=dict)  # synthetic kind -> zone -> {"tpr", "n"}
 
     @property
     def key(self) -> str:
@@ -456,7 +460,39 @@ def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_b
         numbers["tpr"][name] = float(np.mean(thr.flagged(scores[name])))
         f, t, _ = roc_curve(okay_combined, thr.combined(scores[name]))
         numbers["auc"][name] = auc(f, t)
+    by_zone = tpr_by_zone(patch_sets, thr, scores)
+    if by_zone:
+        numbers["tpr_by_zone"] = by_zone
     return numbers, scores
+
+
+def tpr_by_zone(patch_sets: PatchSets, thr, scores: dict) -> dict:
+    """TPR of each synthetic set by where its anomalies are centred: each edge zone, the interior.
+
+    ``{kind: {zone: {"tpr", "n"}}}`` with zones named ``"0-32 px"``, ``"32-48 px"``, ...,
+    ``"interior"`` (the thresholds' zones, ``thr.band_bounds``), and ``"outside"`` for a centre
+    outside the region; empty without regions or recorded centres.
+    """
+    from core.residual import edge_zones
+
+    if not patch_sets.regions or not patch_sets.anomaly_centres:
+        return {}
+    bounds = thr.band_bounds
+    names = [f"{a}-{b} px" for a, b in zip((0, *bounds), bounds)] + ["interior", "outside"]
+    out = {}
+    for kind, centres in patch_sets.anomaly_centres.items():
+        region = patch_sets.regions[kind]
+        zones = edge_zones(region, bounds) if bounds else []
+        idx = np.arange(len(centres))
+        r, c = centres[:, 0], centres[:, 1]
+        label = np.full(len(centres), len(bounds))  # interior
+        for z, zone in enumerate(zones):
+            label[zone[idx, r, c]] = z
+        label[~region[idx, r, c]] = len(bounds) + 1
+        flagged = thr.flagged(scores[kind])
+        out[kind] = {names[z]: {"tpr": float(np.mean(flagged[label == z])), "n": int(np.sum(label == z))}
+                     for z in range(len(names)) if np.any(label == z)}
+    return out
 
 
 def evaluate_cnn(model, patch_sets: PatchSets, *, fpr: float):

@@ -147,8 +147,11 @@ def highpass_scorer(sigma: float, edge_band_px=0):
 
 def _point(numbers: dict) -> dict:
     """The figures of one evaluation kept in the curve."""
-    return {"tpr": numbers["tpr"], "auc": numbers["auc"], "fpr_test": numbers["fpr_test"],
-            "fpr_calibration": numbers["fpr_calibration"], "thresholds": numbers["thresholds"]}
+    point = {"tpr": numbers["tpr"], "auc": numbers["auc"], "fpr_test": numbers["fpr_test"],
+             "fpr_calibration": numbers["fpr_calibration"], "thresholds": numbers["thresholds"]}
+    if numbers.get("tpr_by_zone"):
+        point["tpr_by_zone"] = numbers["tpr_by_zone"]
+    return point
 
 
 def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Recipe(),

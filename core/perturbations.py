@@ -512,8 +512,11 @@ class SyntheticAnomalies:
         values = anomaly_shape(self.kind, u, v, rng).astype(np.float32) * np.float32(self.amplitude)
         return values, int(r0), int(c0)
 
-    def sample(self, rng, n, *, regions=None, place_rng=None):
+    def sample(self, rng, n, *, regions=None, place_rng=None, centres=False):
         """Return ``(delta, weight)``, float32 arrays of shape (n, 192, 192).
+
+        With ``centres``, ``(delta, weight, centres)``: each shape's centre, (n, 2) int row and
+        column in the patch (the pixel that holds it).
 
         With ``regions`` (n, 192, 192) bool, each shape is moved, whole pixels, so that its centre
         lies in its patch's region (the weld region a scan inspects), at a position drawn
@@ -527,6 +530,7 @@ class SyntheticAnomalies:
             raise ValueError("placing anomalies in regions needs place_rng")
         reach = _REACH[self.kind]
         lo, hi = OFFSET + reach + 1, OFFSET + APERTURE - 1 - reach  # whole-pixel centres, in range
+        where = np.empty((n, 2), int)
         for k in range(n):
             values, r0, c0 = self.draw_shape(rng)
             if regions is not None:
@@ -535,10 +539,11 @@ class SyntheticAnomalies:
                     j = place_rng.integers(len(rows))
                     centre = np.array([r0, c0]) + reach + 1  # floor of the drawn centre
                     r0, c0 = (int(v) for v in np.array([rows[j] + lo, cols[j] + lo]) - centre + (r0, c0))
+            where[k] = (r0 + reach + 1, c0 + reach + 1)
             psf = "gaussian" if self.psf_sigma > 0 else None
             _smooth_into(delta[k], values, r0, c0, psf, self.psf_sigma)
             delta[k], weight[k] = _support(delta[k])
-        return delta, weight
+        return (delta, weight, where) if centres else (delta, weight)
 
 
 # -- a refreshed cache for any source -----------------------------------------------------------

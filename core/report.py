@@ -385,6 +385,26 @@ def _pct(v):
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+def _by_zone_table(points) -> list[str]:
+    """TPR % of the synthetic sets by the zone of the weld region their anomalies are centred in."""
+    from core.benchmark import TEST_SETS
+
+    points = [p for p in points if p.get("tpr_by_zone")]
+    if not points:
+        return []
+    kinds = [k for k in TEST_SETS if k in points[-1]["tpr_by_zone"]]
+    out = ["", "Synthetic anomalies by where their centre lies in the weld region: TPR % (number of "
+           "anomalies); the edge zones have thresholds of their own.", "",
+           "| training | zone | " + " | ".join(kinds) + " |", "|" + "---|" * (len(kinds) + 2)]
+    for p in points:
+        zones = list(dict.fromkeys(z for k in kinds for z in p["tpr_by_zone"][k]))
+        for z in zones:
+            cells = [p["tpr_by_zone"][k].get(z) for k in kinds]
+            out.append(f"| {p['minutes']:g} min | {z} | " + " | ".join(
+                f"{100 * c['tpr']:.0f} ({c['n']})" if c else "" for c in cells) + " |")
+    return out
+
+
 def _evaluation_line(entry: dict) -> list[str]:
     """The protocol version and how models were evaluated, when recorded (version 3 on)."""
     evaluation = entry.get("evaluation") or {}
@@ -455,6 +475,7 @@ def learning_curve_markdown(curves: list[dict]) -> list[str]:
                     "|" + "---|" * (len(sets) + 3),
                     _curve_row(f"{across['minutes']:g} min, thresholds pooled over every "
                                "training-side film", across["pooled"], sets)]
+        out += _by_zone_table(points)
         figure = curve.get("figure", "figures/learning_curve.png")
         out += ["", f"![learning curve {curve.get('label', '')}]({figure})", ""]
     for curve in curves:

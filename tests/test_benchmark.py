@@ -93,6 +93,13 @@ def test_tiny_run_writes_report_json_and_figures(gdxray_pair, tmp_path, capsys):
     assert "Protocol version 3" in report and "0-32 px, 32-48 px from its edge" in report
     results = json.loads((out / "results.json").read_text())
     assert {(r["detector"], r["training_set"]) for r in results["runs"]} == {("ood", "SNI"), ("cnn", "D+SC")}
+    ood = next(r for r in results["runs"] if r["detector"] == "ood")
+    for kind in TEST_ANOMALIES:  # the rate by zone of the weld region adds up to the rate
+        zones = ood["tpr_by_zone"][kind]
+        assert set(zones) <= {"0-32 px", "32-48 px", "interior", "outside"}
+        assert sum(z["n"] for z in zones.values()) == results["budget"]["n_synthetic"]
+        assert sum(z["n"] * z["tpr"] for z in zones.values()) / results["budget"]["n_synthetic"] == \
+            pytest.approx(ood["tpr"][kind])
     for r in results["runs"]:
         assert set(TEST_ANOMALIES) <= set(r["tpr"])
         assert all(0.0 <= v <= 1.0 for v in r["tpr"].values())
@@ -186,8 +193,11 @@ def test_synthetic_anomalies_lie_in_the_weld_region_a_scan_inspects(gdxray_pair)
     assert len(added) == len(TEST_ANOMALIES)
     rows, cols = np.mgrid[:added[0].shape[1], :added[0].shape[2]]
     for kind, anomaly in zip(TEST_ANOMALIES, added):
+        centres = sets.anomaly_centres[kind]
+        assert all(region[r, c] for region, (r, c) in zip(sets.regions[kind], centres)), kind
         if kind == "partial_circle":
             continue  # an arc: its centroid is not its centre
-        for x, region in zip(anomaly, sets.regions[kind]):
+        for x, region, centre in zip(anomaly, sets.regions[kind], centres):
             r, c = (int(round((x * g).sum() / x.sum())) for g in (rows, cols))  # its centre
+            assert abs(r - centre[0]) <= 1 and abs(c - centre[1]) <= 1  # the recorded centre
             assert region[r - 1:r + 2, c - 1:c + 2].any(), kind

@@ -86,7 +86,12 @@ def test_tiny_curve_on_two_radiographs(gdxray_pair, tmp_path):
     assert [b[0] for b in curves[1]["points"][0]["thresholds"]["inner_bands"]] == [48]
     assert [b[0] for b in curves[1]["highpass"]["2"]["roi"]["thresholds"]["inner_bands"]] == [48]
     assert curves[1]["protocol"] == 3 and curves[1]["evaluation"]["edge_zones_px"] == [32, 48]
-    assert "Protocol version 3" in "\n".join(learning_curve_markdown(curves[1:]))
+    text = "\n".join(learning_curve_markdown(curves[1:]))
+    assert "Protocol version 3" in text and "Synthetic anomalies by where their centre lies" in text
+    zones = curves[1]["points"][0]["tpr_by_zone"]["raster"]
+    assert sum(z["n"] for z in zones.values()) == curves[1]["patch_counts"]["raster"]
+    row = next(line for line in text.splitlines() if line.startswith("| 0.03 min | interior |"))
+    assert row.endswith(f" {100 * zones['interior']['tpr']:.0f} ({zones['interior']['n']}) |")  # raster last
     assert "edge_band_px" not in curves[1]["whole_image"]["thresholds"]
 
     # extending continues the same model from its checkpoint; the points join the curve
