@@ -436,11 +436,12 @@ def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px=EDGE_
 
 def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_band_px: int = 0,
                              calibration_scores=None):
-    """:func:`evaluate_ood` for any ``score(patches, regions) -> (N, 2) or (N, 4)`` of the residual tests.
+    """:func:`evaluate_ood` for any ``score(patches, regions) -> (N, 2 + 2 * zones)`` of the residual tests.
 
     Columns: the pair over the weld region's interior, then one pair per edge zone
-    (``edge_band_px``, recorded with the thresholds). ``calibration_scores`` replaces the scores of the calibration okay patches
-    (thresholds from other okay patches, e.g. pooled over several films).
+    (``edge_band_px``, recorded with the thresholds). ``calibration_scores`` replaces the scores
+    of the calibration okay patches (thresholds from other okay patches, e.g. pooled over several
+    films).
 
     ``regions`` is None when the patch sets have none. Used for the OOD detector and for reference
     detectors (a high-pass filter in place of the autoencoder, ``core.learning_curve``).

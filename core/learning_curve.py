@@ -322,7 +322,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
                                  **_point(numbers)}
     result["wall_seconds"] = round(time.time() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
-    curves = [c for c in load_curves(out) if c.get("label") != recipe.label] + [result]
+    curves = replace_curve(load_curves(out), result)
     result["figure"] = f"figures/learning_curve_{recipe.label}.png"
     figure_learning_curve(out / result["figure"], result)
     (out / "learning_curve.json").write_text(json.dumps({"curves": curves}, indent=1))
@@ -388,6 +388,17 @@ def calibration_across_films(score, split, patch_sets, *, n_per_film: int, fpr: 
                                           calibration_scores=np.concatenate(list(scores.values())))
     out["pooled"] = _point(numbers)
     return out
+
+
+def replace_curve(curves: list[dict], result: dict) -> list[dict]:
+    """``curves`` with ``result`` in the place of the curve of the same label, else appended.
+
+    A re-evaluated or extended curve keeps its place in the report.
+    """
+    labels = [c.get("label") for c in curves]
+    if result["label"] not in labels:
+        return [*curves, result]
+    return [result if c.get("label") == result["label"] else c for c in curves]
 
 
 def load_curves(out) -> list[dict]:

@@ -215,3 +215,12 @@ def test_an_indication_normalised_alone_equals_it_normalised_on_the_film(method)
     got = normalise_indication(blob[None], 24, method)[0]
     np.testing.assert_allclose(got, want, atol=2e-5)
     assert got.max() < 0.95 * blob.max()  # a smooth blob loses part of its height
+
+
+def test_a_curve_run_again_keeps_its_place_in_the_report():
+    from core.learning_curve import replace_curve
+
+    curves = [{"label": "a", "v": 1}, {"label": "b", "v": 1}, {"label": "c", "v": 1}]
+    assert replace_curve(curves, {"label": "a", "v": 2}) == [
+        {"label": "a", "v": 2}, {"label": "b", "v": 1}, {"label": "c", "v": 1}]
+    assert [c["label"] for c in replace_curve(curves, {"label": "d"})] == ["a", "b", "c", "d"]
