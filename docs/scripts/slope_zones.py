@@ -6,8 +6,8 @@ models lie in the 0-32 px zone, and the 32-48 px zone fits one calibration film'
 kernels are grouped instead by the slope of the raw film at their centre (gradient magnitude after
 a Gaussian of S px, so that a film's own bead shape decides), with one (|mean|, std) pair per
 zone, chosen jointly by the calibration's rule. Slope bounds are quantiles of the okay calibration
-kernels' slopes. Synthetic test sets only: the defect patches are graded on the normalised film,
-so their sets differ from the raw film's.
+kernels' slopes. The defect patches are taken in the grades of the normalised film (the
+protocol's), their slope from the same patch cut from the raw film.
 
     .venv/bin/python docs/scripts/slope_zones.py CURVE_LABEL/model_5min [S]
 
@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "datasets" / "gdxray-welds"
 
 from core.benchmark import BUDGETS, TEST_ANOMALIES, build_patch_sets, make_split  # noqa: E402
+from core.contrast import GRADES, grade  # noqa: E402
 from core.datasets import load_dataset  # noqa: E402
 from core.learning_curve import normalised_items  # noqa: E402
 from core.model import APERTURE, OFFSET  # noqa: E402
@@ -44,9 +45,24 @@ small = BUDGETS["small"]
 sets = build_patch_sets(make_split(norm_items), small, roi=True,
                         indication=partial(normalise_indication, sigma=24, method="twicing"))
 raw = build_patch_sets(make_split(load_dataset(DATA, include_unmasked=False)), small, roi=True)
-names = ["calibration_okay", "test_okay"] + list(TEST_ANOMALIES)  # defect grades differ raw/normalised
+# The defect patches are graded on each build's own pixels, so the raw build's grade sets differ
+# from the normalised one's: put the raw defect patches back in drawing order and take them in the
+# normalised build's grades (the protocol's).
+grades_of = {id(b): np.array([grade(c) for c in b.contrasts]) for b in (sets, raw)}
+raw_all = np.empty((len(raw.contrasts), *raw.test_okay.shape[1:]), raw.test_okay.dtype)
+for g in GRADES:
+    raw_all[grades_of[id(raw)] == g] = raw.test_defects[g]
+raw_defects = {g: raw_all[grades_of[id(sets)] == g] for g in GRADES}
+raw_regions = np.empty((len(raw.contrasts), *raw.test_okay.shape[1:]), bool)
+for g in GRADES:
+    raw_regions[grades_of[id(raw)] == g] = raw.regions[g]
+for g in GRADES:  # the same defect patches, cut at the same places
+    assert np.array_equal(raw_regions[grades_of[id(sets)] == g], sets.regions[g]), g
+names = ["calibration_okay", "test_okay", *(g for g in GRADES if len(sets.test_defects[g])),
+         *TEST_ANOMALIES]
 for n in names:
-    assert np.array_equal(sets.regions[n], raw.regions[n]), n
+    if n not in GRADES:
+        assert np.array_equal(sets.regions[n], raw.regions[n]), n
 print("same geometry: yes")
 model = load_model(REPO / "docs/benchmark/curve" / f"{label}.keras").model
 run = _patch_runner(model)
@@ -54,6 +70,8 @@ end = OFFSET + APERTURE
 
 
 def get(ps, n):
+    if n in GRADES and ps is raw:
+        return raw_defects[n]
     return ps.calibration_okay if n == "calibration_okay" else ps.test_okay if n == "test_okay" else ps.test_sets()[n]
 
 
@@ -96,7 +114,7 @@ for a, b in ((0.7, 0.9), (0.8, 0.95), (0.5, 0.8)):
     ta, tb = qs[a], qs[b]
     variants[f"slope <q{a}, q{a}-q{b}, >q{b}"] = (lambda ta, tb: lambda G, roi, z0, z1: [G < ta, (G >= ta) & (G < tb), G >= tb])(ta, tb)
     variants[f"0-32 + interior by slope q{a}, q{b}"] = (lambda ta, tb: lambda G, roi, z0, z1: [z0, ~z0 & (G < ta), ~z0 & (G >= ta) & (G < tb), ~z0 & (G >= tb)])(ta, tb)
-tests = list(TEST_ANOMALIES)
+tests = names[2:]
 print("| zones | " + " | ".join(tests) + " | test FPR | thresholds |mean| |")
 for name, fn in variants.items():
     sc = {n: scores(n, fn) for n in names}
