@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from app.worker import JobRunner, error_message
 from core.errors import CalibrationError, StoreError
+from core.residual import zone_spans
 
 GREY = QColor(128, 128, 128)
 RESIDUAL_SPAN = 2.0  # the residual's colour scale: +- this many times the interior |mean| threshold
@@ -53,9 +54,9 @@ def threshold_change(before, after) -> str:
     """``|mean| threshold a -> b`` and whichever other threshold changed, for the status line."""
     parts = [f"|mean| threshold {before.mean:.4g} -> {after.mean:.4g}"]
     changes = [("std", before.std, after.std)]
-    bounds = (0, *after.band_bounds)
+    spans = zone_spans(after.band_bounds)
     for k, ((m0, s0), (m1, s1)) in enumerate(zip(before.zone_pairs(), after.zone_pairs())):
-        zone = "band" if k == 0 else f"{bounds[k]}-{bounds[k + 1]} px zone"
+        zone = "band" if k == 0 else "{}-{} px zone".format(*spans[k])
         changes += [(f"{zone} |mean|", m0, m1), (f"{zone} std", s0, s1)]
     for name, a, b in changes:
         if a != b:
@@ -214,10 +215,10 @@ class CalibrationReview(QDialog):
 
     def _fill_table(self) -> None:
         n_scores = len(self.rows[0].scores) if self.rows else 2
-        bounds = (0, *self.thresholds.band_bounds) if self.thresholds is not None else (0,)
+        spans = zone_spans(self.thresholds.band_bounds) if self.thresholds is not None else []
         score_names = ["|mean|", "std"]
-        for k in range(1, len(bounds)):
-            zone = "band" if k == 1 else f"{bounds[k - 1]}-{bounds[k]} px"
+        for k, (a, b) in enumerate(spans):
+            zone = "band" if k == 0 else f"{a}-{b} px"
             score_names += [f"{zone} |mean|", f"{zone} std"]
         score_names = (score_names + [f"score {j + 1}" for j in range(len(score_names), n_scores)])[:n_scores]
         columns = ["Rank", "#", "Score / thr", *score_names, "Film", "Position (row, col)", "Status"]

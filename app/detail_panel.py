@@ -19,6 +19,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QWidget
 
 from app.mask_brush import MaskBrush
+from core.residual import zone_spans
 
 PANELS = ("input", "reconstruction", "residual", "local_mean", "local_std")
 PANEL_TITLES = {
@@ -196,7 +197,7 @@ class DetailPanel(QWidget):
             + (f" (in the weld region's {th.edge_band_px} px edge band: {th.edge_mean:.4f}, "
                f"{th.edge_std:.4f}"
                + "".join(f"; {a}-{b} px from its edge: {m:.4f}, {sd:.4f}" for (a, b), (m, sd) in
-                         zip(zip(th.band_bounds, th.band_bounds[1:]), th.zone_pairs()[1:]))
+                         zip(zone_spans(th.band_bounds)[1:], th.zone_pairs()[1:]))
                + "; severity is to each kernel's own)" if th.has_edge_band else "")
             + "."
         )

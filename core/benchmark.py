@@ -474,12 +474,12 @@ def tpr_by_zone(patch_sets: PatchSets, thr, scores: dict) -> dict:
     ``"interior"`` (the thresholds' zones, ``thr.band_bounds``), and ``"outside"`` for a centre
     outside the region; empty without regions or recorded centres.
     """
-    from core.residual import edge_zones
+    from core.residual import edge_zones, zone_spans
 
     if not patch_sets.regions or not patch_sets.anomaly_centres:
         return {}
     bounds = thr.band_bounds
-    names = [f"{a}-{b} px" for a, b in zip((0, *bounds), bounds)] + ["interior", "outside"]
+    names = [f"{a}-{b} px" for a, b in zone_spans(bounds)] + ["interior", "outside"]
     out = {}
     for kind, centres in patch_sets.anomaly_centres.items():
         region = patch_sets.regions[kind]
@@ -616,9 +616,14 @@ def _reevaluate_ood(result: RunResult, model_path: Path, patch_sets: PatchSets, 
     numbers, scores = evaluate_ood(load_model(model_path).model, patch_sets, fpr=budget.fpr)
     fresh = RunResult(result.detector, result.training_set, result.seed, result.steps,
                       result.train_seconds, round(time.time() - t0, 1), **numbers, notes=result.notes)
-    log(f"{fresh.key}: re-evaluated (protocol {PROTOCOL_VERSION}), FPR test "
-        f"{100 * fresh.fpr_test:.2f} %, TPR " + ", ".join(f"{k} {100 * v:.0f}" for k, v in fresh.tpr.items()))
+    log(f"{fresh.key}: re-evaluated (protocol {PROTOCOL_VERSION}), {_rates(fresh)}")
     return fresh, scores
+
+
+def _rates(result: RunResult) -> str:
+    """``FPR test x %, TPR high .., ...``: one run's figures for the log."""
+    return (f"FPR test {100 * result.fpr_test:.2f} %, TPR "
+            + ", ".join(f"{k} {100 * v:.0f}" for k, v in result.tpr.items()))
 
 
 def summarise(results: list[RunResult]) -> dict:
@@ -752,6 +757,5 @@ def _run_one(detector, training_set, seed, budget, split, patch_sets, model_path
     t2 = time.time()
     result = RunResult(detector, training_set, seed, steps, round(t1 - t0, 1), round(t2 - t1, 1),
                        **numbers)
-    log(f"{result.key}: trained {t1 - t0:.0f} s, evaluated {t2 - t1:.0f} s, FPR test "
-        f"{100 * result.fpr_test:.2f} %, TPR " + ", ".join(f"{k} {100 * v:.0f}" for k, v in result.tpr.items()))
+    log(f"{result.key}: trained {t1 - t0:.0f} s, evaluated {t2 - t1:.0f} s, {_rates(result)}")
     return result, scores

@@ -39,7 +39,7 @@ import numpy as np
 
 from core.errors import CalibrationError
 from core.model import APERTURE
-from core.residual import EDGE_BAND_PX
+from core.residual import EDGE_BAND_PX, zone_spans
 
 DEFAULT_FPR = 0.001
 CONFIDENCE = 0.95
@@ -244,8 +244,7 @@ def describe(thr: Thresholds) -> str:
     if thr.has_edge_band:
         text += (f" inside the weld region; |mean| > {thr.edge_mean:.5f} or std > {thr.edge_std:.5f} "
                  f"in its {thr.edge_band_px} px edge band")
-        inner = thr.band_bounds
-        for (a, b), (m, sd) in zip(zip(inner, inner[1:]), thr.zone_pairs()[1:]):
+        for (a, b), (m, sd) in zip(zone_spans(thr.band_bounds)[1:], thr.zone_pairs()[1:]):
             text += f"; |mean| > {m:.5f} or std > {sd:.5f} {a}-{b} px from its edge"
     return text
 

@@ -124,7 +124,8 @@ def highpass_scorer(sigma: float, edge_band_px=0):
 
     from core.calibration import band_bounds
     from core.model import APERTURE, OFFSET
-    from core.residual import aperture_scores, edge_zones
+    from core.residual import aperture_scores
+    from core.scanning import aperture_regions
 
     end = OFFSET + APERTURE
 
@@ -134,11 +135,7 @@ def highpass_scorer(sigma: float, edge_band_px=0):
         for i in range(0, len(patches), 256):
             x = patches[i:i + 256].astype(np.float32)
             resid = x - ndimage.gaussian_filter(x, (0, sigma, sigma), mode="reflect")
-            roi = edges = None
-            if regions is not None:
-                roi = regions[i:i + 256, OFFSET:end, OFFSET:end]
-                if bounds:
-                    edges = [z[:, OFFSET:end, OFFSET:end] for z in edge_zones(regions[i:i + 256], bounds)]
+            roi, edges = aperture_regions(None if regions is None else regions[i:i + 256], bounds)
             out[i:i + 256] = aperture_scores(resid[:, OFFSET:end, OFFSET:end], regions=roi, edges=edges)
         return out
 

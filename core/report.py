@@ -411,11 +411,12 @@ def _evaluation_line(entry: dict) -> list[str]:
     zones = evaluation.get("edge_zones_px")
     if not zones:
         return []
-    bounds = [0, *zones]
+    from core.residual import zone_spans
+
     placed = evaluation.get("synthetic_anomalies")
     return [f"- Protocol version {entry.get('protocol')}: OOD thresholds for the weld region's "
             "interior and, apart, for each edge zone ("
-            + ", ".join(f"{a}-{b} px" for a, b in zip(bounds, bounds[1:])) + " from its edge)"
+            + ", ".join(f"{a}-{b} px" for a, b in zone_spans(zones)) + " from its edge)"
             + (f"; synthetic anomalies {placed}" if placed else "") + "."]
 
 

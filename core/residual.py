@@ -70,6 +70,12 @@ def edge_zones(roi: np.ndarray, bounds) -> list[np.ndarray]:
     return out
 
 
+def zone_spans(bounds) -> list[tuple[int, int]]:
+    """Each edge zone as ``(from, to)`` px from the region's edge: ``(32, 48)`` -> ``[(0, 32), (32, 48)]``."""
+    bounds = tuple(int(b) for b in bounds)
+    return list(zip((0, *bounds), bounds))
+
+
 def local_mean_std(residual: np.ndarray, ks: int = KERNEL_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Local mean and standard deviation over ``ks x ks`` kernels, stride 1 (Equations 8, 9).
 

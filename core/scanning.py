@@ -30,7 +30,7 @@ from functools import partial
 
 import numpy as np
 
-from core.calibration import Thresholds, thresholds_from_metadata
+from core.calibration import Thresholds, band_bounds, thresholds_from_metadata
 from core.errors import CalibrationError
 from core.metrics import threshold_ratio
 from core.model import APERTURE, EDGE_MARGIN, OFFSET, PATCH, STRIDE
@@ -581,6 +581,21 @@ def find_regions(flags: np.ndarray, local_mean: np.ndarray, local_std: np.ndarra
 
 # --- patches ----------------------------------------------------------------------------------
 
+def aperture_regions(regions, bounds):
+    """``(roi, edge zones)`` over each patch's aperture, as ``aperture_scores`` takes them.
+
+    The zones (``bounds``, ``core.residual.edge_zones``) are found on the whole patch's region, as
+    a scan finds them on the whole radiograph's; ``(None, None)`` without regions, no zones
+    without bounds.
+    """
+    if regions is None:
+        return None, None
+    full = np.asarray(regions, bool)
+    end = OFFSET + APERTURE
+    edges = [z[:, OFFSET:end, OFFSET:end] for z in edge_zones(full, bounds)] if bounds else None
+    return full[:, OFFSET:end, OFFSET:end], edges
+
+
 def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int = 0,
                  batch_size: int = 32, progress=None, cancel=None) -> np.ndarray:
     """Per-patch scores ``(max |local mean|, max local std)`` over each patch's aperture.
@@ -611,8 +626,6 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int 
     if patches.dtype != np.float32:
         raise ValueError(f"patches must be float32 in [0, 1], got {patches.dtype}")
     run = _patch_runner(model)
-    from core.calibration import band_bounds
-
     bounds = band_bounds(edge_band_px) if regions is not None else ()
     out = np.empty((len(patches), 2 + 2 * len(bounds)), np.float64)
     end = OFFSET + APERTURE
@@ -621,12 +634,7 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int 
             raise ScanCancelled("scoring cancelled")
         x = patches[i:i + batch_size]
         recon = run(x[..., None]).numpy()[..., 0]
-        roi = edges = None
-        if regions is not None:
-            full = np.asarray(regions[i:i + batch_size], bool)
-            roi = full[:, OFFSET:end, OFFSET:end]
-            if bounds:
-                edges = [z[:, OFFSET:end, OFFSET:end] for z in edge_zones(full, bounds)]
+        roi, edges = aperture_regions(None if regions is None else regions[i:i + batch_size], bounds)
         out[i:i + len(x)] = aperture_scores(x[:, OFFSET:end, OFFSET:end] - recon, regions=roi, edges=edges)
         if progress is not None:
             progress(min(i + batch_size, len(patches)), len(patches))

@@ -44,20 +44,19 @@ norm_items = normalised_items(raw_items, 24, "twicing")
 small = BUDGETS["small"]
 sets = build_patch_sets(make_split(norm_items), small, roi=True,
                         indication=partial(normalise_indication, sigma=24, method="twicing"))
-raw = build_patch_sets(make_split(load_dataset(DATA, include_unmasked=False)), small, roi=True)
+raw = build_patch_sets(make_split(raw_items), small, roi=True)  # normalised_items made copies
 # The defect patches are graded on each build's own pixels, so the raw build's grade sets differ
 # from the normalised one's: put the raw defect patches back in drawing order and take them in the
 # normalised build's grades (the protocol's).
-grades_of = {id(b): np.array([grade(c) for c in b.contrasts]) for b in (sets, raw)}
+grades_norm = np.array([grade(c) for c in sets.contrasts])  # drawing order
+grades_raw = np.array([grade(c) for c in raw.contrasts])
 raw_all = np.empty((len(raw.contrasts), *raw.test_okay.shape[1:]), raw.test_okay.dtype)
+raw_regions = np.empty(raw_all.shape, bool)
 for g in GRADES:
-    raw_all[grades_of[id(raw)] == g] = raw.test_defects[g]
-raw_defects = {g: raw_all[grades_of[id(sets)] == g] for g in GRADES}
-raw_regions = np.empty((len(raw.contrasts), *raw.test_okay.shape[1:]), bool)
-for g in GRADES:
-    raw_regions[grades_of[id(raw)] == g] = raw.regions[g]
+    raw_all[grades_raw == g], raw_regions[grades_raw == g] = raw.test_defects[g], raw.regions[g]
 for g in GRADES:  # the same defect patches, cut at the same places
-    assert np.array_equal(raw_regions[grades_of[id(sets)] == g], sets.regions[g]), g
+    assert np.array_equal(raw_regions[grades_norm == g], sets.regions[g]), g
+raw_defects = {g: raw_all[grades_norm == g] for g in GRADES}
 names = ["calibration_okay", "test_okay", *(g for g in GRADES if len(sets.test_defects[g])),
          *TEST_ANOMALIES]
 for n in names:
