@@ -25,6 +25,12 @@ all chosen by the same rule over 2 + 2 per zone columns: on GDXray a bead's shou
 inside the edge otherwise set the interior's thresholds (docs/benchmark/notes.md, item 8). A scan
 without a weld region uses the larger of each pair everywhere.
 
+Slope zones. Instead of distance from the region's edge, the kernels can be grouped by the slope
+of the raw film at their centre (``core.residual.slope_map``: gradient magnitude after a Gaussian
+of 16 px), split at quantiles of the okay calibration kernels' slopes (``SLOPE_QUANTILES``, the
+median and 80 %): the flattest half is the interior, the steeper zones get a pair each, so a
+flank is a flank wherever it lies on each film (``slope_bounds=...``; notes item 11).
+
 The okay scores are stored with the thresholds (float32, base64) so thresholds for another FPR
 can be derived without running the model again (``thresholds_from_metadata``).
 """
@@ -38,8 +44,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from core.errors import CalibrationError
-from core.model import APERTURE
-from core.residual import EDGE_BAND_PX, zone_spans
+from core.model import APERTURE, OFFSET
+from core.residual import EDGE_BAND_PX, SLOPE_QUANTILES, SLOPE_SIGMA_PX, zone_spans
 
 DEFAULT_FPR = 0.001
 CONFIDENCE = 0.95
@@ -69,6 +75,12 @@ class Thresholds:
         Further zones inside the edge band, outward in: ``(bound_px, mean, std)`` for the kernels
         between the previous bound and ``bound_px`` from the region's edge (e.g. a bead's
         shoulder, ``(48, m, s)`` after a 32 px band); the interior lies beyond the last bound.
+    slope_zones : tuple of (float, float, float)
+        Zones by the film's slope instead (``core.residual.slope_zones``): ``(bound, mean, std)``
+        for the kernels whose slope is at least ``bound`` (and below the next zone's); the
+        interior pair holds below the first bound. Exclusive with the edge band.
+    slope_sigma_px : float
+        The Gaussian of the slope (``core.residual.slope_map``); 0 without slope zones.
     """
 
     mean: float
@@ -81,10 +93,42 @@ class Thresholds:
     edge_std: float | None = None
     edge_band_px: int = 0
     inner_bands: tuple = ()
+    slope_zones: tuple = ()
+    slope_sigma_px: float = 0.0
 
     @property
     def has_edge_band(self) -> bool:
         return self.edge_band_px > 0 and self.edge_mean is not None and self.edge_std is not None
+
+    @property
+    def has_zones(self) -> bool:
+        """Whether parts of the weld region have their own pairs (edge zones or slope zones)."""
+        return self.has_edge_band or bool(self.slope_zones)
+
+    @property
+    def slope_bounds(self) -> tuple[float, ...]:
+        """The slope zones' lower bounds, increasing (grey levels per px); () without."""
+        return tuple(float(b) for b, _, _ in self.slope_zones)
+
+    def scoring(self) -> dict:
+        """How the scores are split into zones, as ``core.scanning.patch_scores`` takes it."""
+        if self.slope_zones:
+            return {"slope_bounds": self.slope_bounds}
+        return {"edge_band_px": self.band_bounds}
+
+    def zoning(self) -> dict:
+        """The zones again, as ``calibrate`` takes them (with the slope's Gaussian)."""
+        if self.slope_zones:
+            return {"slope_bounds": self.slope_bounds, "slope_sigma_px": self.slope_sigma_px}
+        return {"edge_band_px": self.band_bounds}
+
+    def zone_labels(self) -> list[str]:
+        """Each zone for people, in :meth:`zone_pairs` order: ``"0-32 px"``, ``"slope >= 0.0053"``."""
+        from core.residual import slope_spans, zone_spans
+
+        if self.slope_zones:
+            return slope_spans(self.slope_bounds)
+        return [f"{a}-{b} px" for a, b in zone_spans(self.band_bounds)]
 
     @property
     def band_bounds(self) -> tuple[int, ...]:
@@ -94,7 +138,10 @@ class Thresholds:
         return (self.edge_band_px, *(int(b) for b, _, _ in self.inner_bands))
 
     def zone_pairs(self) -> list[tuple[float, float]]:
-        """(mean, std) of each edge zone, outermost first (as :attr:`band_bounds`)."""
+        """(mean, std) of each edge zone, outermost first (as :attr:`band_bounds`), or of each
+        slope zone, flattest first."""
+        if self.slope_zones:
+            return [(float(m), float(sd)) for _, m, sd in self.slope_zones]
         if not self.has_edge_band:
             return []
         return [(self.edge_mean, self.edge_std), *((m, s) for _, m, s in self.inner_bands)]
@@ -142,6 +189,12 @@ class Thresholds:
             d["inner_bands"] = [[int(b), float(m), float(s)] for b, m, s in self.inner_bands]
         else:
             d.pop("inner_bands")
+        if self.slope_zones:
+            d["slope_zones"] = [[float(b), float(m), float(s)] for b, m, s in self.slope_zones]
+            d["slope_sigma_px"] = float(self.slope_sigma_px)
+        else:
+            d.pop("slope_zones")
+            d.pop("slope_sigma_px")
         return d
 
     @classmethod
@@ -156,6 +209,8 @@ class Thresholds:
             edge_band_px=int(d.get("edge_band_px", 0)) if edge else 0,
             inner_bands=tuple((int(b), float(m), float(s)) for b, m, s in d.get("inner_bands") or ())
             if edge else (),
+            slope_zones=tuple((float(b), float(m), float(s)) for b, m, s in d.get("slope_zones") or ()),
+            slope_sigma_px=float(d.get("slope_sigma_px") or 0.0),
         )
 
 
@@ -175,7 +230,8 @@ def band_bounds(edge_band_px) -> tuple[int, ...]:
     return bounds
 
 
-def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px=0) -> Thresholds:
+def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px=0, slope_bounds=(),
+              slope_sigma_px: float = SLOPE_SIGMA_PX) -> Thresholds:
     """Choose the thresholds jointly so the okay patches' FPR is at most ``fpr``.
 
     Parameters
@@ -189,6 +245,11 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
     edge_band_px : int or sequence of int
         The band's width (``core.residual.EDGE_BAND_PX``), or the zones' bounds such as
         ``(32, 48)``, recorded with the thresholds; four columns without it mean one 32 px band.
+    slope_bounds : sequence of float
+        Zones by the film's slope instead (``core.residual.slope_zones``, flattest first after the
+        interior): the scores have the interior pair, then one pair per bound.
+    slope_sigma_px : float
+        The slope's Gaussian (``core.residual.slope_map``), recorded with slope zones.
 
     Raises
     ------
@@ -197,7 +258,10 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
     """
     _check_fpr(fpr)
     s = np.asarray(okay_scores, dtype=np.float64)
-    bounds = band_bounds(edge_band_px)
+    slopes = tuple(float(b) for b in slope_bounds)
+    if slopes and band_bounds(edge_band_px):
+        raise CalibrationError("give edge zones or slope zones, not both")
+    bounds = slopes or band_bounds(edge_band_px)
     if s.ndim == 2 and s.shape[1] == 4 and not bounds:
         bounds = (EDGE_BAND_PX,)
     if s.ndim != 2 or s.shape[1] not in (2, 2 + 2 * len(bounds)):
@@ -228,7 +292,11 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
     fp = false_positives(lo)
     t = ordered[lo]
     edge = {}
-    if s.shape[1] > 2:
+    if s.shape[1] > 2 and slopes:
+        edge = {"slope_zones": tuple((b, float(t[2 + 2 * k]), float(t[3 + 2 * k]))
+                                     for k, b in enumerate(slopes)),
+                "slope_sigma_px": float(slope_sigma_px)}
+    elif s.shape[1] > 2:
         edge = {"edge_mean": float(t[2]), "edge_std": float(t[3]), "edge_band_px": bounds[0],
                 "inner_bands": tuple((b, float(t[2 + 2 * k]), float(t[3 + 2 * k]))
                                      for k, b in enumerate(bounds[1:], start=1))}
@@ -241,6 +309,11 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
 def describe(thr: Thresholds) -> str:
     """The thresholds in one line for people: ``|mean| > a or std > b`` (and the edge band's)."""
     text = f"|mean| > {thr.mean:.5f} or std > {thr.std:.5f}"
+    if thr.slope_zones:
+        text += f" where the film's slope is below {thr.slope_bounds[0]:.4f} grey levels/px"
+        for label, (m, sd) in zip(thr.zone_labels(), thr.zone_pairs()):
+            text += f"; |mean| > {m:.5f} or std > {sd:.5f} at {label}"
+        return text + f" (slope after a Gaussian of {thr.slope_sigma_px:g} px)"
     if thr.has_edge_band:
         text += (f" inside the weld region; |mean| > {thr.edge_mean:.5f} or std > {thr.edge_std:.5f} "
                  f"in its {thr.edge_band_px} px edge band")
@@ -321,12 +394,13 @@ def thresholds_from_metadata(metadata: dict, *, fpr: float | None = None) -> Thr
         )
     from core.calibration_review import kept_scores
 
-    bounds = Thresholds.from_dict(stored).band_bounds if stored is not None else ()
-    return calibrate(kept_scores(metadata), fpr=fpr or DEFAULT_FPR, edge_band_px=bounds)
+    zoning = Thresholds.from_dict(stored).zoning() if stored is not None else {}
+    return calibrate(kept_scores(metadata), fpr=fpr or DEFAULT_FPR, **zoning)
 
 
 def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR, regions=None,
-                    edge_band_px=EDGE_BAND_PX, origins=None, progress=None,
+                    edge_band_px=EDGE_BAND_PX, slopes=None, slope_quantiles=SLOPE_QUANTILES,
+                    slope_sigma_px: float = SLOPE_SIGMA_PX, origins=None, progress=None,
                     cancel=None) -> Thresholds:
     """Score held-out okay patches with the model at ``path`` and store the thresholds.
 
@@ -344,6 +418,10 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
     edge_band_px : int or sequence of int
         0 calibrates one pair for the whole region; ``(32, 48)`` gives the zones 0-32 px and
         32-48 px from the region's edge a pair each (``core.residual.edge_zones``).
+    slopes : ndarray of float, shape (N, 192, 192), optional
+        With ``regions``: the raw film's slope over each patch (``core.residual.slope_map`` with
+        ``slope_sigma_px``, cut as the patch was). Zones by slope then replace the edge zones:
+        bounds at ``slope_quantiles`` of the okay kernels' slopes (``core.residual.slope_bounds``).
     origins : dict, optional
         Where each patch came from (``core.calibration_review.encode_origins``), stored so that
         a supervisor can review the patches that set the thresholds.
@@ -365,10 +443,20 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
             f"at least {need} are needed (3 / fpr); add okay patches or raise the target"
         )
     bundle = load_model(path)
-    band = band_bounds(edge_band_px) if regions is not None else ()
-    scores = patch_scores(okay_patches, bundle.model, regions=regions, edge_band_px=band,
+    scoring = {"edge_band_px": band_bounds(edge_band_px) if regions is not None else ()}
+    if regions is not None and slopes is not None:
+        from core.residual import slope_bounds
+
+        inner = (slice(None), slice(OFFSET, OFFSET + APERTURE), slice(OFFSET, OFFSET + APERTURE))
+        try:  # kernels are centred in the aperture only
+            bounds = slope_bounds(np.asarray(slopes)[inner], np.asarray(regions, bool)[inner],
+                                  slope_quantiles)
+        except ValueError as exc:
+            raise CalibrationError(f"slope zones: {exc}") from None
+        scoring = {"slope_bounds": bounds}
+    scores = patch_scores(okay_patches, bundle.model, regions=regions, slopes=slopes, **scoring,
                           progress=progress, cancel=cancel)
-    thr = calibrate(scores, fpr=fpr, edge_band_px=band)
+    thr = calibrate(scores, fpr=fpr, slope_sigma_px=slope_sigma_px, **scoring)
     update_metadata(path, thresholds=thr.to_dict(), okay_scores=encode_scores(scores),
                     okay_origins=origins, calibration_review=None)
     return thr

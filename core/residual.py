@@ -17,6 +17,11 @@ EDGE_BAND_PX = 32  # width of the weld region's edge band, which gets its own th
 # The default edge zones, px from the region's edge: 0-32 where the flank falls to the plate, 32-48
 # where it bends (the bead's shoulder); each zone gets its own thresholds (docs/benchmark notes item 8)
 EDGE_ZONES_PX = (EDGE_BAND_PX, 48)
+# Zones by the raw film's slope instead (docs/benchmark notes item 11): the gradient magnitude of the
+# film after a Gaussian of SLOPE_SIGMA_PX, split at these quantiles of the okay calibration
+# kernels' slopes, chosen on the calibration films only (synthetic anomalies added to them)
+SLOPE_SIGMA_PX = 16.0
+SLOPE_QUANTILES = (0.5, 0.8)
 
 
 def edge_band(roi: np.ndarray, band_px: int = EDGE_BAND_PX) -> np.ndarray:
@@ -74,6 +79,62 @@ def zone_spans(bounds) -> list[tuple[int, int]]:
     """Each edge zone as ``(from, to)`` px from the region's edge: ``(32, 48)`` -> ``[(0, 32), (32, 48)]``."""
     bounds = tuple(int(b) for b in bounds)
     return list(zip((0, *bounds), bounds))
+
+
+def slope_map(image: np.ndarray, sigma: float = SLOPE_SIGMA_PX) -> np.ndarray:
+    """The film's slope: gradient magnitude (grey levels per px) after a Gaussian of ``sigma`` px.
+
+    Computed on the radiograph as loaded (before any background removal), so a bead's flank is
+    steep wherever it lies and however wide the bead is; a 9 x 9 kernel's zone is the slope at its
+    centre (:func:`slope_zones`). ``image`` (M, N); returns float32 (M, N).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if sigma <= 0:
+        raise ValueError(f"the slope's sigma must be positive, got {sigma}")
+    smooth = gaussian_filter(np.asarray(image, dtype=np.float64), sigma, mode="reflect")
+    gy, gx = np.gradient(smooth)
+    return np.hypot(gy, gx).astype(np.float32)
+
+
+def slope_zones(roi: np.ndarray, slope: np.ndarray, bounds) -> list[np.ndarray]:
+    """Disjoint zones of a region by the film's slope: ``b0-b1``, ..., ``>= b_last``.
+
+    The flattest part of the region, below ``b0``, is its interior and not among them, as the
+    interior is not among :func:`edge_zones`. ``roi`` and ``slope`` have the same shape (a stack
+    of patches or one radiograph); ``bounds`` are increasing slopes (grey levels per px).
+    """
+    bounds = [float(b) for b in bounds]
+    if not bounds or any(b <= 0 for b in bounds) or any(b <= a for a, b in zip(bounds, bounds[1:])):
+        raise ValueError(f"slope zone bounds must be positive and increasing, got {bounds}")
+    roi = np.asarray(roi, dtype=bool)
+    slope = np.asarray(slope)
+    if slope.shape != roi.shape:
+        raise ValueError(f"slope shape {slope.shape} differs from the region's {roi.shape}")
+    edges = [*bounds, np.inf]
+    return [roi & (slope >= lo) & (slope < hi) for lo, hi in zip(edges, edges[1:])]
+
+
+def slope_bounds(slopes, regions, quantiles=SLOPE_QUANTILES) -> tuple[float, ...]:
+    """Slope bounds at ``quantiles`` of the slopes of every kernel centre in the regions.
+
+    ``slopes`` and ``regions`` (N, M, M) over the okay calibration patches' apertures (or whole
+    films). Raises ValueError when the regions hold no pixel or the bounds do not increase (a
+    film with no slope, e.g. a flat synthetic image).
+    """
+    values = np.asarray(slopes)[np.asarray(regions, dtype=bool)]
+    if values.size == 0:
+        raise ValueError("no weld region pixels to set slope zones from")
+    bounds = tuple(float(v) for v in np.quantile(values, quantiles))
+    if any(b <= 0 for b in bounds) or any(b <= a for a, b in zip(bounds, bounds[1:])):
+        raise ValueError(f"the okay patches' slopes give no distinct zones (bounds {bounds})")
+    return bounds
+
+
+def slope_spans(bounds) -> list[str]:
+    """Each slope zone as people read it: ``(0.002, 0.005)`` -> ``["slope 0.0020-0.0050", "slope >= 0.0050"]``."""
+    bounds = [float(b) for b in bounds]
+    return [f"slope {a:.4f}-{b:.4f}" for a, b in zip(bounds, bounds[1:])] + [f"slope >= {bounds[-1]:.4f}"]
 
 
 def local_mean_std(residual: np.ndarray, ks: int = KERNEL_SIZE) -> tuple[np.ndarray, np.ndarray]:

@@ -249,6 +249,13 @@ class PatchSampler:
             return np.ones((PATCH, PATCH), bool)
         return extract(roi, geometry, order=0, output=bool)
 
+    def cut(self, arrays, geometries, *, order: int = 1) -> np.ndarray:
+        """The same patches of other per-image arrays (e.g. ``core.residual.slope_map`` of each
+        radiograph): (n, 192, 192) float32, ``arrays[g.image]`` sampled at each geometry."""
+        if len(arrays) != len(self.images):
+            raise ValueError(f"{len(arrays)} arrays for {len(self.images)} images")
+        return np.stack([extract(arrays[g.image], g, order=order) for g in geometries])
+
     def okay_with_roi(self, n, *, rng=None, geometries: bool = False):
         """``n`` okay patches and their ROI patches: (n, 192, 192) float32 and bool.
 
@@ -274,21 +281,25 @@ class PatchSampler:
             out[k] = self.patch(self.okay_geometry(rng))
         return out
 
-    def defect(self, n, *, rng=None, with_roi=False):
+    def defect(self, n, *, rng=None, with_roi=False, geometries: bool = False):
         """Return ``(patches, masks)``: (n, 192, 192) float32 and bool, defect pixels in the aperture.
 
-        With ``with_roi=True`` also the ROI patches: ``(patches, masks, rois)``.
+        With ``with_roi=True`` also the ROI patches: ``(patches, masks, rois)``; with
+        ``geometries`` their PatchGeometry list comes last (where each patch was cut).
         """
         patches = np.empty((n, PATCH, PATCH), np.float32)
         masks = np.empty((n, PATCH, PATCH), bool)
         rois = np.empty((n, PATCH, PATCH), bool) if with_roi else None
+        geos = []
         for k in range(n):
             geo = self.defect_geometry(rng)
+            geos.append(geo)
             patches[k] = self.patch(geo)
             masks[k] = self.mask_patch(geo)
             if with_roi:
                 rois[k] = self.roi_patch(geo)
-        return (patches, masks, rois) if with_roi else (patches, masks)
+        out = (patches, masks, rois) if with_roi else (patches, masks)
+        return (*out, geos) if geometries else out
 
 
 def aperture(array):

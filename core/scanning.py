@@ -35,7 +35,8 @@ from core.errors import CalibrationError
 from core.metrics import threshold_ratio
 from core.model import APERTURE, EDGE_MARGIN, OFFSET, PATCH, STRIDE
 from core.normalise import model_input
-from core.residual import FLAG_MEAN, FLAG_STD, KERNEL_SIZE, aperture_scores, edge_zones, local_mean_std
+from core.residual import (FLAG_MEAN, FLAG_STD, KERNEL_SIZE, aperture_scores, edge_zones, local_mean_std,
+                           slope_map, slope_zones)
 
 TILE = 1024  # default tile side (input px, multiple of STRIDE)
 HALO = OFFSET + EDGE_MARGIN + KERNEL_SIZE // 2  # 26: px discarded at each interior tile side
@@ -376,7 +377,7 @@ def scan_image(
         if roi.shape != image.shape:
             raise ValueError(f"roi shape {roi.shape} differs from the image's {image.shape}")
     thr = thresholds if thresholds is not None else resolve_thresholds(bundle, fpr=fpr)
-    zones = _zones(thr, roi)
+    zones = _zones(thr, roi, image)
     run = _whole_image_runner(bundle.model)
     source = model_input(image, getattr(bundle, "metadata", None))  # what the tiles are cut from
 
@@ -454,11 +455,18 @@ def scan_image(
     )
 
 
-def _zones(thr: Thresholds, roi):
-    """``(roi, [edge zones])`` when the thresholds have an edge pair and a weld region is given,
-    else None (``core.residual.edge_zones``: the edge band, or its zones outermost first)."""
-    if roi is None or not thr.has_edge_band:
+def _zones(thr: Thresholds, roi, image=None):
+    """``(roi, [zones])`` when the thresholds have zones and a weld region is given, else None.
+
+    The zones are the edge band or its zones outermost first (``core.residual.edge_zones``), or
+    the zones by the slope of ``image``, the radiograph as loaded (``core.residual.slope_zones``).
+    """
+    if roi is None or not thr.has_zones:
         return None
+    if thr.slope_zones:
+        if image is None:
+            raise ValueError("slope zones need the radiograph")
+        return roi, slope_zones(roi, slope_map(image, thr.slope_sigma_px), thr.slope_bounds)
     return roi, edge_zones(roi, thr.band_bounds)
 
 
@@ -581,23 +589,29 @@ def find_regions(flags: np.ndarray, local_mean: np.ndarray, local_std: np.ndarra
 
 # --- patches ----------------------------------------------------------------------------------
 
-def aperture_regions(regions, bounds):
-    """``(roi, edge zones)`` over each patch's aperture, as ``aperture_scores`` takes them.
+def aperture_regions(regions, bounds, *, slopes=None, slope_bounds=()):
+    """``(roi, zones)`` over each patch's aperture, as ``aperture_scores`` takes them.
 
-    The zones (``bounds``, ``core.residual.edge_zones``) are found on the whole patch's region, as
-    a scan finds them on the whole radiograph's; ``(None, None)`` without regions, no zones
-    without bounds.
+    The edge zones (``bounds``, ``core.residual.edge_zones``) are found on the whole patch's
+    region, as a scan finds them on the whole radiograph's; with ``slope_bounds`` the zones are
+    by the film's slope over each patch instead (``slopes``, ``core.residual.slope_zones``).
+    ``(None, None)`` without regions, no zones without bounds.
     """
     if regions is None:
         return None, None
     full = np.asarray(regions, bool)
     end = OFFSET + APERTURE
-    edges = [z[:, OFFSET:end, OFFSET:end] for z in edge_zones(full, bounds)] if bounds else None
-    return full[:, OFFSET:end, OFFSET:end], edges
+    inner = (slice(None), slice(OFFSET, end), slice(OFFSET, end))
+    if slope_bounds:
+        if slopes is None:
+            raise ValueError("slope zones need the film's slope over each patch (slopes=...)")
+        return full[inner], slope_zones(full[inner], np.asarray(slopes)[inner], slope_bounds)
+    edges = [z[inner] for z in edge_zones(full, bounds)] if bounds else None
+    return full[inner], edges
 
 
-def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int = 0,
-                 batch_size: int = 32, progress=None, cancel=None) -> np.ndarray:
+def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int = 0, slopes=None,
+                 slope_bounds=(), batch_size: int = 32, progress=None, cancel=None) -> np.ndarray:
     """Per-patch scores ``(max |local mean|, max local std)`` over each patch's aperture.
 
     Parameters
@@ -613,6 +627,11 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int 
         (``core.residual.edge_band``, computed on the whole patch as the scan computes it on the
         whole radiograph), four columns; bounds such as ``(32, 48)`` score each edge zone apart
         (``core.residual.edge_zones``), two more columns per zone.
+    slopes : ndarray of float, shape (N, 192, 192), optional
+        The raw film's slope over each patch (``core.residual.slope_map``, cut as the patch was).
+    slope_bounds : sequence of float
+        With ``regions`` and ``slopes``: zones by the film's slope instead of the edge zones
+        (``core.residual.slope_zones``), two more columns per bound.
 
     Returns
     -------
@@ -627,14 +646,21 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int 
         raise ValueError(f"patches must be float32 in [0, 1], got {patches.dtype}")
     run = _patch_runner(model)
     bounds = band_bounds(edge_band_px) if regions is not None else ()
-    out = np.empty((len(patches), 2 + 2 * len(bounds)), np.float64)
+    slope_bounds = tuple(slope_bounds) if regions is not None else ()
+    if slope_bounds and bounds:
+        raise ValueError("give edge zones or slope zones, not both")
+    if slope_bounds and (slopes is None or np.shape(slopes) != np.shape(regions)):
+        raise ValueError("slope zones need the film's slope over each patch, shaped as the regions")
+    out = np.empty((len(patches), 2 + 2 * len(bounds or slope_bounds)), np.float64)
     end = OFFSET + APERTURE
     for i in range(0, len(patches), batch_size):
         if cancel is not None and cancel():
             raise ScanCancelled("scoring cancelled")
         x = patches[i:i + batch_size]
         recon = run(x[..., None]).numpy()[..., 0]
-        roi, edges = aperture_regions(None if regions is None else regions[i:i + batch_size], bounds)
+        roi, edges = aperture_regions(None if regions is None else regions[i:i + batch_size], bounds,
+                                      slopes=None if slopes is None else slopes[i:i + batch_size],
+                                      slope_bounds=slope_bounds)
         out[i:i + len(x)] = aperture_scores(x[:, OFFSET:end, OFFSET:end] - recon, regions=roi, edges=edges)
         if progress is not None:
             progress(min(i + batch_size, len(patches)), len(patches))
