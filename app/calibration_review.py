@@ -54,14 +54,23 @@ def threshold_change(before, after) -> str:
     """``|mean| threshold a -> b`` and whichever other threshold changed, for the status line."""
     parts = [f"|mean| threshold {before.mean:.4g} -> {after.mean:.4g}"]
     changes = [("std", before.std, after.std)]
-    spans = zone_spans(after.band_bounds)
-    for k, ((m0, s0), (m1, s1)) in enumerate(zip(before.zone_pairs(), after.zone_pairs())):
-        zone = "band" if k == 0 else "{}-{} px zone".format(*spans[k])
+    for zone, (m0, s0), (m1, s1) in zip(zone_names(after), before.zone_pairs(), after.zone_pairs()):
+        zone = zone if zone == "band" else f"{zone} zone"
         changes += [(f"{zone} |mean|", m0, m1), (f"{zone} std", s0, s1)]
     for name, a, b in changes:
         if a != b:
             parts.append(f"{name} {a:.4g} -> {b:.4g}")
     return ", ".join(parts) + (" (thresholds unchanged)" if before == after else "")
+
+
+def zone_names(thr) -> list[str]:
+    """Each zone of ``thr`` as the table and the status line name it: ``band``, ``32-48 px``, or the
+    slope zones' labels (``slope 0.0019-0.0053``); [] without zones or thresholds."""
+    if thr is None:
+        return []
+    if thr.slope_zones:
+        return thr.zone_labels()
+    return ["band" if k == 0 else f"{a}-{b} px" for k, (a, b) in enumerate(zone_spans(thr.band_bounds))]
 
 
 class CalibrationReview(QDialog):
@@ -215,10 +224,8 @@ class CalibrationReview(QDialog):
 
     def _fill_table(self) -> None:
         n_scores = len(self.rows[0].scores) if self.rows else 2
-        spans = zone_spans(self.thresholds.band_bounds) if self.thresholds is not None else []
         score_names = ["|mean|", "std"]
-        for k, (a, b) in enumerate(spans):
-            zone = "band" if k == 0 else f"{a}-{b} px"
+        for zone in zone_names(self.thresholds):
             score_names += [f"{zone} |mean|", f"{zone} std"]
         score_names = (score_names + [f"score {j + 1}" for j in range(len(score_names), n_scores)])[:n_scores]
         columns = ["Rank", "#", "Score / thr", *score_names, "Film", "Position (row, col)", "Status"]

@@ -117,6 +117,22 @@ def region_key(region) -> tuple:
     return region.id, tuple(int(v) for v in region.bbox)
 
 
+def zones_text(th) -> str:
+    """The thresholds' zones after the interior pair, for the summary line ("" without zones)."""
+    if th.slope_zones:
+        return (f" where the film's slope is below {th.slope_bounds[0]:.4f} grey levels/px (after a "
+                f"{th.slope_sigma_px:g} px Gaussian"
+                + "".join(f"; {label}: {m:.4f}, {sd:.4f}" for label, (m, sd) in
+                          zip(th.zone_labels(), th.zone_pairs()))
+                + "; severity is to each kernel's own)")
+    if not th.has_edge_band:
+        return ""
+    return (f" (in the weld region's {th.edge_band_px} px edge band: {th.edge_mean:.4f}, {th.edge_std:.4f}"
+            + "".join(f"; {a}-{b} px from its edge: {m:.4f}, {sd:.4f}" for (a, b), (m, sd) in
+                      zip(zone_spans(th.band_bounds)[1:], th.zone_pairs()[1:]))
+            + "; severity is to each kernel's own)")
+
+
 class DetailPanel(QWidget):
     """Five tiles with captions and the brush; :meth:`show_region` fills them.
 
@@ -193,13 +209,7 @@ class DetailPanel(QWidget):
         self.summary.setText(
             f"Region {region.id}: {region.tests} test{'s' if region.tests == 'both' else ''}, "
             f"severity {region.severity:.2f} x threshold, {region.area_px} px{size}. "
-            f"Thresholds: local mean {th.mean:.4f}, local std {th.std:.4f}"
-            + (f" (in the weld region's {th.edge_band_px} px edge band: {th.edge_mean:.4f}, "
-               f"{th.edge_std:.4f}"
-               + "".join(f"; {a}-{b} px from its edge: {m:.4f}, {sd:.4f}" for (a, b), (m, sd) in
-                         zip(zone_spans(th.band_bounds)[1:], th.zone_pairs()[1:]))
-               + "; severity is to each kernel's own)" if th.has_edge_band else "")
-            + "."
+            f"Thresholds: local mean {th.mean:.4f}, local std {th.std:.4f}{zones_text(th)}."
         )
         self.brush.show_crop(crop.arrays["input"], (crop.rows.start, crop.cols.start),
                              region_key(region), panel_levels("input", crop, th))

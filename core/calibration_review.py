@@ -211,7 +211,7 @@ def _change(path, indices, *, user, reason, store, excluding: bool):
         else:
             changed.pop(i)
     metadata[REVIEW_KEY] = {"excluded": {str(k): v for k, v in sorted(changed.items())}}
-    after = calibrate(kept_scores(metadata), fpr=before.fpr_target, edge_band_px=before.band_bounds)
+    after = calibrate(kept_scores(metadata), fpr=before.fpr_target, **before.zoning())  # same zones
     metadata["thresholds"] = after.to_dict()
 
     where = origins(metadata)

@@ -46,17 +46,20 @@ def evaluate_synthetic(bundle, *, n_radiographs: int = 4, n_okay: int = 2000, n_
     Patches are cut from ``core.normalise.model_input`` of each radiograph (the radiograph as the
     model sees it); synthetic anomalies are added as they would lie on the film, so for a model
     with background removal they are normalised with it (``core.normalise.indication_input``).
+    Patches are scored in the thresholds' zones (``Thresholds.scoring``): edge zones, or zones by
+    the slope of each raw radiograph (``core.residual.slope_map``) cut as the patch was.
     """
     from core.imageio import normalise
     from core.normalise import indication_input, model_input
     from core.perturbations import ANOMALY_KINDS, SyntheticAnomalies
+    from core.residual import slope_map
     from core.sampler import PatchSampler
     from core.scanning import patch_scores, resolve_thresholds
     from core.synthetic import generate_weld
 
     thr = resolve_thresholds(bundle, fpr=fpr)
     metadata = getattr(bundle, "metadata", None)
-    images, masks, rois = [], [], []
+    images, masks, rois, slopes = [], [], [], []
     for i in range(n_radiographs):
         weld = generate_weld(seed + i)
         # as the model sees it (background removed where it was trained so); the weld region and
@@ -65,18 +68,22 @@ def evaluate_synthetic(bundle, *, n_radiographs: int = 4, n_okay: int = 2000, n_
         images.append(model_input(raw, metadata))
         masks.append(weld.mask)
         rois.append(weld.haz_mask)
+        if thr.slope_zones:  # zones by the raw film's slope, as a scan finds them
+            slopes.append(slope_map(raw, thr.slope_sigma_px))
     sampler = PatchSampler(images, masks, rois=rois, seed=seed)
     rng = np.random.default_rng(seed)
 
-    def flagged(patches, regions):
-        s = patch_scores(patches, bundle.model, regions=regions, edge_band_px=thr.band_bounds)
+    def flagged(patches, regions, geometries):
+        cut = sampler.cut(slopes, geometries) if slopes else None
+        s = patch_scores(patches, bundle.model, regions=regions, slopes=cut, **thr.scoring())
         return thr.flagged(s)
 
-    okay, okay_rois = sampler.okay_with_roi(n_okay, rng=rng)
-    okay_flags = flagged(okay, okay_rois)
-    defect, defect_masks, defect_rois = sampler.defect(n_defect, rng=rng, with_roi=True)
+    okay, okay_rois, okay_geos = sampler.okay_with_roi(n_okay, rng=rng, geometries=True)
+    okay_flags = flagged(okay, okay_rois, okay_geos)
+    defect, defect_masks, defect_rois, defect_geos = sampler.defect(n_defect, rng=rng, with_roi=True,
+                                                                    geometries=True)
     _, grades = grade_patches(defect, defect_masks)
-    defect_flags = flagged(defect, defect_rois)
+    defect_flags = flagged(defect, defect_rois, defect_geos)
     tpr, counts = {}, {}
     for g in GRADES:
         sel = np.asarray(grades) == g
@@ -88,7 +95,9 @@ def evaluate_synthetic(bundle, *, n_radiographs: int = 4, n_okay: int = 2000, n_
         # the anomaly must lie in the weld region to count (outside it nothing is flagged)
         regions = okay_rois[pick] | (weight > 0)
         anomaly = indication_input(weight * delta, metadata)  # as it would lie on the film
-        tpr[kind] = float(flagged(okay[pick] + anomaly, regions).mean())
+        # slope zones come from the okay film under the anomaly: its own slope is ignored (on a
+        # film it would add to the slope map a little, smoothed by the slope's Gaussian)
+        tpr[kind] = float(flagged(okay[pick] + anomaly, regions, [okay_geos[j] for j in pick]).mean())
         counts[kind] = n_anomaly
     return SyntheticEvaluation(tpr=tpr, n_defect=counts, fpr=float(okay_flags.mean()), n_okay=n_okay,
                                thresholds=thr.to_dict())

@@ -256,7 +256,7 @@ def calibrate_command(model, options: dict) -> str:
         parts.append(f"--synthetic {options['calibrate_synthetic']}")
     if len(parts) == 1:
         parts.append("--data FOLDER")
-    for key in ("fpr", "patches", "seed"):
+    for key in ("fpr", "patches", "seed", "zones"):
         if options.get(f"calibrate_{key}") is not None:
             parts.append(f"--{key} {options[f'calibrate_{key}']}")
     return " ".join(parts)

@@ -213,6 +213,30 @@ def test_a_moved_calibration_film_shows_why_instead_of_crashing(qtbot, store, ca
     assert dialog.exclude_selected("processing mark") is not None
 
 
+def test_slope_zones_are_named_in_the_table_and_kept_by_an_exclusion(qtbot, store, calibrated, tmp_path):
+    from dataclasses import replace
+
+    from app.calibration_review import threshold_change
+    from app.cli import main
+    from core.calibration import describe
+    from core.modelfile import save_model
+
+    path = save_model(calibrated["net"], tmp_path / "s.keras", metadata={"name": "s"})
+    assert main(["calibrate", str(path), "--synthetic", "1", "--zones", "slope", *CALIBRATE]) == 0
+    thr = thresholds_of(path)
+    dialog = open_review(qtbot, store, "sue", path)
+    assert describe(thr) in dialog.header.text() and "slope" in dialog.header.text()
+    names = [dialog.table.horizontalHeaderItem(j).text() for j in range(dialog.table.columnCount())]
+    low, high = thr.zone_labels()
+    assert names[3:9] == ["|mean|", "std", f"{low} |mean|", f"{low} std", f"{high} |mean|", f"{high} std"]
+    dialog.select_rows([0])
+    after = dialog.exclude_selected("unmarked pore")
+    assert after.slope_bounds == thr.slope_bounds and thresholds_of(path) == after
+    assert "1 patch excluded by sue" in dialog.status.text()
+    steeper = replace(thr, slope_zones=(thr.slope_zones[0], (thr.slope_bounds[1], 0.5, 0.25)))
+    assert f"{high} zone |mean| " in threshold_change(thr, steeper) and " px" not in threshold_change(thr, steeper)
+
+
 def test_a_calibration_without_origins_lists_scores_and_says_why_no_patch(qtbot, store, model):
     from core.modelfile import sidecar_path
 

@@ -112,3 +112,11 @@ def test_evidence_panel_names_the_edge_band_thresholds(qtbot):
     panel.show_region(result.image, result, result.regions[0])
     text = panel.summary.text()
     assert "32 px edge band: 0.0300, 0.0250" in text and "local mean 0.0100" in text
+    # zones by the film's slope instead: named by their slopes, not by px from the edge
+    result.thresholds = replace(result.thresholds, edge_mean=None, edge_std=None, edge_band_px=0,
+                                slope_zones=((0.002, 0.03, 0.025), (0.005, 0.04, 0.035)), slope_sigma_px=16)
+    panel.show_region(result.image, result, result.regions[0])
+    text = panel.summary.text()
+    assert "slope is below 0.0020 grey levels/px (after a 16 px Gaussian" in text
+    assert "slope 0.0020-0.0050: 0.0300, 0.0250; slope >= 0.0050: 0.0400, 0.0350" in text
+    assert "edge band" not in text and "px from its edge" not in text

@@ -8,6 +8,7 @@ from pathlib import Path
 DEFAULT_SEED = 1000  # the first held-out synthetic weld: training draws its own from --seed 0
 DEFAULT_FPR = 0.001  # core.calibration.DEFAULT_FPR (not imported: --help stays fast)
 DEFAULT_EDGE_BAND = "32,48"  # core.residual.EDGE_ZONES_PX as text (not imported: --help stays fast)
+ZONES = ("distance", "slope")  # --zones: edge zones by distance from the region's edge, or by the film's slope
 
 
 def add_parser(subparsers) -> None:
@@ -30,11 +31,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--patches", type=int, default=None, help="okay patches to score (default: 4.5 / fpr, so a review can exclude up to 1 in 9 "
                    "without lowering the false positives the target allows)")
     p.add_argument("--whole-image", action="store_true", help="draw patches from the whole image, not the weld region")
-    p.add_argument("--edge-band", default=DEFAULT_EDGE_BAND, metavar="PX[,PX...]",
-                   help="the weld region's edge zones, each with its own thresholds: their outer bounds "
-                   f"in px from the region's edge (default {DEFAULT_EDGE_BAND}: 0-32 px, where the bead's "
-                   "flank falls to the plate, and 32-48 px, where it bends; one number: one band; 0: one "
-                   "pair for the whole region). Measured on GDXray: docs/benchmark/notes.md, item 8")
+    p.add_argument("--zones", choices=ZONES, default="distance",
+                   help="how the weld region is split into zones with thresholds of their own: distance "
+                   "from the region's edge (default; --edge-band), or slope: the raw film's slope after a "
+                   "16 px Gaussian, split at the median and 80 %% quantile of the okay patches' kernel "
+                   "slopes, so a bead's flank gets its own thresholds wherever it lies. Measured on "
+                   "GDXray: docs/benchmark/notes.md, item 11")
+    p.add_argument("--edge-band", default=None, metavar="PX[,PX...]",
+                   help="with --zones distance, the weld region's edge zones, each with its own thresholds: "
+                   f"their outer bounds in px from the region's edge (default {DEFAULT_EDGE_BAND}: 0-32 px, "
+                   "where the bead's flank falls to the plate, and 32-48 px, where it bends; one number: "
+                   "one band; 0: one pair for the whole region). Measured on GDXray: "
+                   "docs/benchmark/notes.md, item 8")
     r = p.add_argument_group(
         "review", "the okay patches that set the thresholds: list them, and (a supervisor, with a "
         "reason, recorded in the audit trail) exclude those that are not accepted weld, e.g. an "
@@ -58,16 +66,35 @@ def run(args) -> int:
     if not args.data and not args.synthetic:
         print("weldreview calibrate: give --data DIR and/or --synthetic N (or --review)", file=sys.stderr)
         return 2
+    why = zones_error(args.zones, args.edge_band, args.whole_image)
+    if why:
+        print(f"weldreview calibrate: {why}", file=sys.stderr)
+        return 2
     try:
-        args.edge_band = edge_bounds(args.edge_band)
+        edge_band = None if args.zones == "slope" else edge_bounds(args.edge_band or DEFAULT_EDGE_BAND)
     except ValueError as exc:
         print(f"weldreview calibrate: --edge-band: {exc}", file=sys.stderr)
         return 2
     thr, pixel = calibrate_file(args.model, data=args.data, synthetic=args.synthetic, seed=args.seed,
                                 fpr=args.fpr, patches=args.patches, whole_image=args.whole_image,
-                                edge_band_px=args.edge_band)
+                                edge_band_px=edge_band, zones=args.zones)
     print(thresholds_line(thr, pixel))
     return 0
+
+
+def zones_error(zones: str, edge_band, whole_image: bool,
+                names=("--zones slope", "--edge-band", "--whole-image")) -> str | None:
+    """Why slope zones cannot go with the other options (named ``names``), or None: they take no
+    edge zones and need the weld region."""
+    if zones != "slope":
+        return None
+    slope, band, whole = names
+    if edge_band is not None:
+        return (f"{band} sets zones by distance from the weld region's edge, {slope} by the film's "
+                "slope: give one or the other")
+    if whole_image:
+        return f"{slope} splits the weld region into zones; with {whole} there is none"
+    return None
 
 
 def edge_bounds(text) -> tuple[int, ...]:
@@ -140,8 +167,8 @@ def review_table(metadata: dict, top: int) -> str:
     rows = tail(metadata, top)
     head = f"{'rank':>4} {'#':>5} {'score/thr':>9} {'|mean|':>8} {'std':>8}"
     if thr is not None:
-        for k, _ in enumerate(thr.band_bounds):
-            head += f" {'band|m|' if k == 0 else f'zone{k + 1}|m|':>8} {'band std' if k == 0 else f'zone{k + 1} sd':>8}"
+        for name in zone_columns(thr):
+            head += f" {name + '|m|':>8} {name + (' std' if name == 'band' else ' sd'):>8}"
     lines = [head + "  film (row, col)  status"]
     for t in rows:
         cols = " ".join(f"{v:8.4f}" for v in t.scores)
@@ -152,7 +179,18 @@ def review_table(metadata: dict, top: int) -> str:
         lines.append(f"{t.rank:>4} {t.index:>5} {t.ratio:9.3f} {cols}  {where}  {status}")
     n_out = sum(1 for t in rows if t.excluded)
     lines.append(f"score/thr > 1: flagged at the thresholds in force; {n_out} of these excluded")
+    if thr is not None and thr.slope_zones:
+        lines.append("zones: " + ", ".join(f"{name}: {label}" for name, label in
+                                           zip(zone_columns(thr), thr.zone_labels())) + " (grey levels/px)")
     return "\n".join(lines)
+
+
+def zone_columns(thr) -> list[str]:
+    """Short names of the thresholds' zones for the ``--review`` columns: ``band``, ``zone2``, ...
+    for edge zones; ``s1``, ``s2``, ... for slope zones (the flattest, interior part has the first pair)."""
+    if thr.slope_zones:
+        return [f"s{k + 1}" for k in range(len(thr.slope_zones))]
+    return ["band" if k == 0 else f"zone{k + 1}" for k in range(len(thr.band_bounds))]
 
 
 def patch_count(fpr: float, patches: int | None = None) -> int:
@@ -182,14 +220,16 @@ def patch_count(fpr: float, patches: int | None = None) -> int:
 
 
 def draw_okay_patches(metadata: dict, n: int, *, data=None, synthetic: int = 0, seed: int = DEFAULT_SEED,
-                      whole_image: bool = False):
+                      whole_image: bool = False, slopes: bool = False):
     """``n`` held-out okay patches as the model of ``metadata`` sees them.
 
     The radiographs of ``data`` (a folder, core.datasets layouts; defect masks keep patches clear
     of known defects, unmasked radiographs must be defect-free) and ``synthetic`` generated welds
     (seeds ``seed``, ``seed + 1``, ...) are normalised as the model was trained
     (core.normalise.model_input); weld regions are found on the raw radiographs, and patches are
-    drawn from them (the whole image with ``whole_image``) with ``seed``.
+    drawn from them (the whole image with ``whole_image``) with ``seed``. With ``slopes`` the raw
+    radiographs' slope (``core.residual.slope_map``, as a scan computes it) is cut at the same
+    places and returned fifth, for zones by slope (the draws are the same either way).
 
     Returns
     -------
@@ -200,42 +240,56 @@ def draw_okay_patches(metadata: dict, n: int, *, data=None, synthetic: int = 0, 
     origins : dict
         Where each patch was cut (``core.calibration_review.encode_origins``): the radiograph's
         path or ``synthetic:SEED``, centre and orientation, for the calibration review.
+    slopes : ndarray (n, 192, 192) float32
+        Only with ``slopes``: the raw film's slope over each patch.
     """
     from core.calibration_review import encode_origins
     from core.normalise import model_input
+    from core.residual import slope_map
     from core.sampler import PatchSampler
 
     images, masks, rois, pixel, sources = _held_out(data, synthetic, seed, whole_image)  # raw: weld regions
+    slope_maps = [slope_map(image) for image in images] if slopes else None  # of the raw film
     images = [model_input(image, metadata) for image in images]
     sampler = PatchSampler(images, masks, rois=rois, seed=seed)
     print(f"scoring {n} okay patches from {len(images)} radiographs ...", file=sys.stderr, flush=True)
     patches, regions, geometries = sampler.okay_with_roi(n, geometries=True)
-    return patches, None if whole_image else regions, pixel, encode_origins(sources, geometries)
+    out = (patches, None if whole_image else regions, pixel, encode_origins(sources, geometries))
+    return (*out, sampler.cut(slope_maps, geometries)) if slopes else out
 
 
 def calibrate_file(model, *, data=None, synthetic: int = 0, seed: int = DEFAULT_SEED,
                    fpr: float = DEFAULT_FPR, patches: int | None = None, whole_image: bool = False,
-                   edge_band_px=None, progress=None, cancel=None):
+                   edge_band_px=None, zones: str = "distance", progress=None, cancel=None):
     """Calibrate the model file ``model`` as ``weldreview calibrate`` does; ``(thresholds, pixel size)``.
 
     The thresholds are written to the model's metadata (core.calibration.calibrate_model, with
     the weld region's edge zones ``edge_band_px``, outer bounds in px, by default
-    ``core.residual.EDGE_ZONES_PX``, unless ``whole_image``).
-    ``progress(done, total)`` and ``cancel()``
+    ``core.residual.EDGE_ZONES_PX``, unless ``whole_image``). With ``zones="slope"`` the zones are
+    by the raw film's slope instead (``core.residual.slope_map``; bounds at
+    ``core.residual.SLOPE_QUANTILES`` of the okay kernels' slopes), and ``edge_band_px`` must
+    not be given. ``progress(done, total)`` and ``cancel()``
     go to the scoring (core.scanning.patch_scores: ``cancel`` ends it with ScanCancelled).
     """
     from core.calibration import calibrate_model
+    from core.errors import CalibrationError
     from core.modelfile import read_metadata
     from core.residual import EDGE_ZONES_PX
 
+    if zones not in ZONES:
+        raise CalibrationError(f"zones are by {' or '.join(ZONES)}, not {zones!r}")
+    why = zones_error(zones, edge_band_px, whole_image, names=("zones='slope'", "edge_band_px", "whole_image"))
+    if why:
+        raise CalibrationError(why)
     if edge_band_px is None:
         edge_band_px = EDGE_ZONES_PX
     n = patch_count(fpr, patches)
     metadata = read_metadata(model)  # the model being calibrated: how it sees a radiograph
-    okay, regions, pixel, origins = draw_okay_patches(metadata, n, data=data, synthetic=synthetic,
-                                                      seed=seed, whole_image=whole_image)
+    okay, regions, pixel, origins, *slopes = draw_okay_patches(
+        metadata, n, data=data, synthetic=synthetic, seed=seed, whole_image=whole_image,
+        slopes=zones == "slope")
     thr = calibrate_model(model, okay, fpr=fpr, regions=regions, origins=origins, edge_band_px=edge_band_px,
-                          progress=progress, cancel=cancel)
+                          slopes=slopes[0] if slopes else None, progress=progress, cancel=cancel)
     return thr, pixel
 
 

@@ -37,7 +37,8 @@ file to stop it (core.training_runs; the application's Training runs window uses
 ``--calibrate-data DIR`` (held-out accepted radiographs, never the training ones) and/or
 ``--calibrate-synthetic N`` calibrate the model once training has finished (not when it is
 stopped), exactly as ``weldreview calibrate MODEL --data DIR --synthetic N`` would (``--calibrate-fpr``,
-``--calibrate-patches`` and ``--calibrate-seed`` are its ``--fpr``, ``--patches`` and ``--seed``),
+``--calibrate-patches``, ``--calibrate-seed`` and ``--calibrate-zones`` are its ``--fpr``,
+``--patches``, ``--seed`` and ``--zones``),
 so the model can be used at once; a run's status says ``calibrating`` meanwhile, and a stop
 request ends the calibration. A failed or stopped calibration leaves the model saved without
 thresholds and the exit status is 3 (0: trained, and calibrated when asked; 1: an error; 2: bad
@@ -120,6 +121,9 @@ def add_parser(subparsers) -> None:
                      help="okay patches to score (calibrate's --patches; default 4.5 / fpr)")
     cal.add_argument("--calibrate-seed", type=int, metavar="SEED", help="first seed of the held-out "
                      "synthetic welds and of the patch draws (calibrate's --seed; default 1000)")
+    cal.add_argument("--calibrate-zones", choices=("distance", "slope"), help="zones of the weld region "
+                     "with thresholds of their own: by distance from its edge (default) or by the raw "
+                     "film's slope (calibrate's --zones)")
     p.add_argument("--from-verdicts", action="store_true",
                    help="fine-tune the active model on the verdicts given (as `weldreview retrain --from-verdicts`)")
     p.set_defaults(func=run)
@@ -232,7 +236,7 @@ def _wants_calibration(args) -> bool:
 def _check_calibration(args) -> str | None:
     """Why the calibration options cannot work (checked before training, not hours later), or None."""
     if not _wants_calibration(args):
-        given = [f"--calibrate-{name}" for name in ("fpr", "patches", "seed")
+        given = [f"--calibrate-{name}" for name in ("fpr", "patches", "seed", "zones")
                  if getattr(args, f"calibrate_{name}", None) is not None]
         if given or getattr(args, "calibrate_synthetic", None) is not None:  # --calibrate-synthetic 0
             return f"{', '.join(given) or '--calibrate-synthetic 0'} needs --calibrate-data DIR and/or " \
@@ -300,7 +304,7 @@ def _calibrate(args, out: Path, status, cancel, trained: str) -> int:
             out, data=args.calibrate_data, synthetic=args.calibrate_synthetic or 0,
             seed=DEFAULT_SEED if args.calibrate_seed is None else args.calibrate_seed,
             fpr=DEFAULT_FPR if args.calibrate_fpr is None else args.calibrate_fpr, patches=args.calibrate_patches,
-            progress=progress, cancel=cancel)
+            zones=getattr(args, "calibrate_zones", None) or "distance", progress=progress, cancel=cancel)
     except BaseException as exc:  # the model stays saved whatever went wrong; say why
         from core.scanning import ScanCancelled
 
