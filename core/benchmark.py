@@ -22,7 +22,11 @@ Protocol
    9 x 9 kernels over the aperture (``core.scanning.patch_scores``; in the weld region one pair
    for its interior and one per edge zone, 0-32 and 32-48 px from its edge,
    ``core.residual.EDGE_ZONES_PX``, as ``weldreview calibrate`` sets them), thresholds from
-   ``core.calibration.calibrate`` on the calibration okay patches (never test patches); CNN: its
+   ``core.calibration.calibrate`` on the calibration okay patches (never test patches). As an
+   option (``zones="slope"``, not the protocol's default) the zones are by the raw film's slope
+   instead of the distance from the region's edge: the slope over every patch is cut from the raw
+   radiograph as the patch was (:func:`patch_slopes`; a synthetic anomaly's own slope added), the
+   bounds at ``core.residual.SLOPE_QUANTILES`` of the calibration okay kernels' slopes. CNN: its
    output thresholded at the same FPR on the same calibration okay patches (computed on the logit,
    which orders patches like the sigmoid but does not saturate to 1.0 in float32).
 5. TPR at that operating point per test set, mean and spread ``(max - min) / 2`` over the seeds;
@@ -48,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from core.contrast import GRADE_THRESHOLDS, GRADES, grade_patches
-from core.residual import EDGE_ZONES_PX
+from core.residual import EDGE_ZONES_PX, SLOPE_QUANTILES, SLOPE_SIGMA_PX
 from core.metrics import mean_spread, rate_above, roc_curve, auc, threshold_at_fpr
 
 OOD_SETS = ("None", "D", "SNI")
@@ -77,6 +81,19 @@ _SAMPLING_VERSION = 2
 # How a trained model is evaluated, stored with each run: the OOD detector's edge zones, where the
 # synthetic test anomalies are placed
 EVALUATION = {"edge_zones_px": list(EDGE_ZONES_PX), "synthetic_anomalies": "centred in the weld region"}
+# How the OOD detector's thresholds split the weld region: "distance" from its edge (EDGE_ZONES_PX,
+# protocol version 3), or "slope" of the raw film (core.residual.slope_zones), an option
+ZONES = ("distance", "slope")
+
+
+def evaluation(zones: str = "distance") -> dict:
+    """``EVALUATION`` for the zones ``"distance"`` (the protocol's), or with the slope zones added."""
+    if zones == "distance":
+        return EVALUATION
+    if zones == "slope":
+        return {**EVALUATION, "zones": "slope", "slope_quantiles": [float(q) for q in SLOPE_QUANTILES],
+                "slope_sigma_px": float(SLOPE_SIGMA_PX)}
+    raise ValueError(f"unknown zones {zones!r}; choose one of {', '.join(ZONES)}")
 
 # The paper's numbers (Tables 2 and 3): mean, spread in percent.
 PAPER_TABLE2 = {
@@ -230,6 +247,9 @@ class PatchSets:
     (``core.calibration_review.encode_origins``: film name and geometry), so the patches that
     set the thresholds can be looked at. ``anomaly_centres`` says where each synthetic anomaly
     was centred in its patch, so its rate can be told apart by zone of the weld region.
+    ``slopes`` (when asked for, ``build_patch_sets(slopes=True)``) holds the raw film's slope over
+    every patch of every set named as in ``regions`` (float32 (N, 192, 192), :func:`patch_slopes`
+    with ``slope_sigma_px``), for zones by slope.
     """
 
     calibration_okay: np.ndarray
@@ -240,6 +260,8 @@ class PatchSets:
     regions: dict | None = None
     calibration_origins: dict | None = None
     anomaly_centres: dict | None = None  # kind -> (N, 2) row, column of each anomaly's centre
+    slopes: dict | None = None  # set name -> (N, 192, 192) raw film's slope over each patch
+    slope_sigma_px: float | None = None  # the slope's Gaussian, with slopes
 
     def test_sets(self) -> dict:
         """Every positive test set by name (``TEST_SETS`` order), empty ones left out."""
@@ -280,8 +302,59 @@ def patch_sampler(items, *, seed, roi: bool = False):
     return PatchSampler([it.image for it in masked], [it.mask for it in masked], rois=rois, seed=seed)
 
 
+def raw_film(item):
+    """The radiograph as loaded, before any background removal: ``item.image``, or that of the item
+    a normalised copy was made from (``core.learning_curve.normalised_items``)."""
+    while getattr(item, "_raw_item", None) is not None:
+        item = item._raw_item
+    return item.image
+
+
+def film_gradient(item, sigma: float = SLOPE_SIGMA_PX):
+    """``(gy, gx)`` float64 of the raw film after a Gaussian of ``sigma`` px: the vector field whose
+    magnitude is ``core.residual.slope_map``; cached on the item (on the raw one for a copy)."""
+    from scipy.ndimage import gaussian_filter
+
+    while getattr(item, "_raw_item", None) is not None:
+        item = item._raw_item
+    cache = item.__dict__.setdefault("_film_gradient", {})
+    if float(sigma) not in cache:
+        smooth = gaussian_filter(np.asarray(item.image, dtype=np.float64), float(sigma), mode="reflect")
+        cache[float(sigma)] = tuple(np.gradient(smooth))
+    return cache[float(sigma)]
+
+
+def patch_slopes(items, geometries, *, sigma: float = SLOPE_SIGMA_PX, anomalies=None) -> np.ndarray:
+    """The raw film's slope over each patch: float32 (N, 192, 192).
+
+    ``geometries`` (``core.sampler.PatchGeometry``) index ``items``, the radiographs the patches
+    were cut from (a sampler's images, in order). The film's gradient field (:func:`film_gradient`)
+    is cut at each geometry with linear interpolation and turned into the patch's frame (patch ->
+    image map ``M``: d/dp = M^T d/dimage); ``anomalies`` (N, 192, 192), what was added to each
+    patch as it would lie on the raw film (a synthetic anomaly's ``weight * delta``), adds its own
+    gradient after the same Gaussian (zero outside the patch) before the magnitude is taken. For an
+    unrotated patch without an anomaly this is ``core.residual.slope_map`` of the film cut there.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from core.sampler import extract
+
+    out = np.empty((len(geometries), 192, 192), np.float32)
+    for k, g in enumerate(geometries):
+        gy, gx = (extract(a, g, order=1) for a in film_gradient(items[g.image], sigma))
+        m = np.asarray(g.matrix, np.float64)
+        vy, vx = m[0, 0] * gy + m[1, 0] * gx, m[0, 1] * gy + m[1, 1] * gx
+        if anomalies is not None:
+            smooth = gaussian_filter(np.asarray(anomalies[k], np.float64), sigma, mode="constant")
+            ay, ax = np.gradient(smooth)
+            vy, vx = vy + ay, vx + ax
+        out[k] = np.hypot(vy, vx)
+    return out
+
+
 def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED, roi: bool = True,
-                     indication=None) -> PatchSets:
+                     indication=None, slopes: bool = False,
+                     slope_sigma_px: float = SLOPE_SIGMA_PX) -> PatchSets:
     """Draw the test and calibration patch sets of one run (reproducible from ``seed``).
 
     With ``roi`` (the default, as the scan works) patches are centred in the weld region of their
@@ -292,20 +365,29 @@ def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED, roi
     ``indication`` maps the synthetic anomalies (``weight * delta``) before they are added, for
     radiographs that were normalised: ``core.normalise.normalise_indication``, so that an anomaly
     is what it would have been on the film.
+
+    With ``slopes`` the raw film's slope over every patch is kept too (``PatchSets.slopes``,
+    :func:`patch_slopes`, Gaussian ``slope_sigma_px``; for normalised copies the film they were
+    made from): the patches and every draw are the same with and without.
     """
     from core.perturbations import SyntheticAnomalies, apply_perturbation
 
     rng = np.random.default_rng(seed)
     test = patch_sampler(split.test, seed=seed, roi=roi)
-    regions = {}
-    test_okay, regions["test_okay"] = test.okay_with_roi(budget.n_test_okay, rng=rng)
-    defects, masks, defect_rois = test.defect(budget.n_test_defect, rng=rng, with_roi=True)
+    test_items = [it for it in split.test if it.mask_path is not None]  # the sampler's images
+    regions, geometries, added = {}, {}, {}
+    test_okay, regions["test_okay"], geometries["test_okay"] = test.okay_with_roi(
+        budget.n_test_okay, rng=rng, geometries=True)
+    defects, masks, defect_rois, defect_geos = test.defect(budget.n_test_defect, rng=rng, with_roi=True,
+                                                           geometries=True)
     contrasts, grades = grade_patches(defects, masks)
     test_defects = {g: defects[grades == g] for g in GRADES}
     regions.update({g: defect_rois[grades == g] for g in GRADES})
+    geometries.update({g: [geo for geo, gr in zip(defect_geos, grades) if gr == g] for g in GRADES})
     synthetic, centres = {}, {}
     for kind in TEST_ANOMALIES:
-        base, regions[kind] = test.okay_with_roi(budget.n_synthetic, rng=rng)
+        base, regions[kind], geometries[kind] = test.okay_with_roi(budget.n_synthetic, rng=rng,
+                                                                   geometries=True)
         # centred in the weld region, which is all a scan inspects (anywhere in the patch without)
         delta, weight, centres[kind] = SyntheticAnomalies(kind).sample(
             rng, budget.n_synthetic, regions=regions[kind] if roi else None,
@@ -314,14 +396,21 @@ def build_patch_sets(split: Split, budget: Budget, *, seed: int = DATA_SEED, roi
             synthetic[kind] = apply_perturbation(base, delta, weight)
         else:
             synthetic[kind] = (base + indication(weight * delta)).astype(np.float32)
+        if slopes:  # the anomaly as it lies on the raw film, before any normalisation
+            added[kind] = weight * delta
     from core.calibration_review import encode_origins
 
     calib_items = [it for it in (split.calibration or split.train) if it.mask_path is not None]
     calibration_okay, regions["calibration_okay"], where = patch_sampler(
         calib_items, seed=seed + 1, roi=roi).okay_with_roi(budget.n_calibration, rng=rng, geometries=True)
+    slope = None
+    if slopes:
+        slope = {"calibration_okay": patch_slopes(calib_items, where, sigma=slope_sigma_px)}
+        for name, geos in geometries.items():
+            slope[name] = patch_slopes(test_items, geos, sigma=slope_sigma_px, anomalies=added.get(name))
     return PatchSets(calibration_okay, test_okay, test_defects, contrasts, synthetic,
                      regions if roi else None, encode_origins([it.name for it in calib_items], where),
-                     centres)
+                     centres, slope, float(slope_sigma_px) if slopes else None)
 
 
 # --- training sources -----------------------------------------------------------------------------
@@ -396,29 +485,50 @@ def run_key(detector: str, training_set: str, seed: int) -> str:
     return f"{detector}_{training_set.replace('+', '-')}_seed{seed}"
 
 
-def _split_scores(score, patch_sets: PatchSets, *, with_regions: bool = False) -> dict:
+def _split_scores(score, patch_sets: PatchSets, *, with_regions: bool = False,
+                  with_slopes: bool = False) -> dict:
     """Score the okay test patches and every test set in one call (one tf.function trace).
 
-    ``score(patches)``, or ``score(patches, regions)`` with ``with_regions`` (None without ROI).
+    ``score(patches)``, or ``score(patches, regions)`` with ``with_regions`` (None without ROI),
+    ``score(patches, regions, slopes)`` with ``with_slopes`` too.
     """
     named = {"test_okay": patch_sets.test_okay, **patch_sets.test_sets()}
     patches = np.concatenate(list(named.values()))
     if with_regions:
         regions = None if patch_sets.regions is None else np.concatenate(
             [patch_sets.regions[name] for name in named])
-        values = score(patches, regions)
+        if with_slopes:
+            values = score(patches, regions, np.concatenate([patch_sets.slopes[name] for name in named]))
+        else:
+            values = score(patches, regions)
     else:
         values = score(patches)
     bounds = np.cumsum([0] + [len(v) for v in named.values()])
     return {name: values[a:b] for name, a, b in zip(named, bounds[:-1], bounds[1:])}
 
 
-def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px=EDGE_ZONES_PX):
+def calibration_slope_bounds(patch_sets: PatchSets, quantiles=SLOPE_QUANTILES) -> tuple[float, ...]:
+    """Slope zone bounds at ``quantiles`` of the calibration okay kernels' slopes (kernel centres in
+    the weld region inside the aperture, ``core.residual.slope_bounds``)."""
+    from core.model import APERTURE, OFFSET
+    from core.residual import slope_bounds
+
+    if patch_sets.slopes is None or not patch_sets.regions:
+        raise ValueError("slope zones need weld regions and the film's slope over the patches "
+                         "(build_patch_sets(..., roi=True, slopes=True))")
+    inner = (slice(None), slice(OFFSET, OFFSET + APERTURE), slice(OFFSET, OFFSET + APERTURE))
+    return slope_bounds(patch_sets.slopes["calibration_okay"][inner],
+                        patch_sets.regions["calibration_okay"][inner], quantiles)
+
+
+def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px=EDGE_ZONES_PX,
+                 zones: str = "distance"):
     """Score every set with the OOD detector and apply thresholds calibrated on training-side data.
 
     With weld regions each of the region's edge zones (``edge_band_px``: their bounds, a single
     band's width, or 0 for none) has its own pair of thresholds, as a scan has
-    (``core.calibration``).
+    (``core.calibration``). ``zones="slope"`` splits the region by the raw film's slope instead
+    (``patch_sets.slopes``; bounds :func:`calibration_slope_bounds`, ``edge_band_px`` unused).
 
     Returns
     -------
@@ -429,19 +539,28 @@ def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px=EDGE_
     """
     from core.scanning import patch_scores
 
+    if zones == "slope":
+        bounds = calibration_slope_bounds(patch_sets)
+        return evaluate_residual_scores(
+            lambda x, r, s: patch_scores(x, model, regions=r, slopes=s, slope_bounds=bounds), patch_sets,
+            fpr=fpr, slope_bounds=bounds, slope_sigma_px=patch_sets.slope_sigma_px)
+    if zones != "distance":
+        raise ValueError(f"unknown zones {zones!r}; choose one of {', '.join(ZONES)}")
     return evaluate_residual_scores(
         lambda x, r: patch_scores(x, model, regions=r, edge_band_px=edge_band_px), patch_sets, fpr=fpr,
         edge_band_px=edge_band_px)
 
 
 def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_band_px: int = 0,
-                             calibration_scores=None):
+                             calibration_scores=None, slope_bounds=(), slope_sigma_px=None):
     """:func:`evaluate_ood` for any ``score(patches, regions) -> (N, 2 + 2 * zones)`` of the residual tests.
 
     Columns: the pair over the weld region's interior, then one pair per edge zone
     (``edge_band_px``, recorded with the thresholds). ``calibration_scores`` replaces the scores
     of the calibration okay patches (thresholds from other okay patches, e.g. pooled over several
-    films).
+    films). With ``slope_bounds`` the zones are by the raw film's slope instead: ``score(patches,
+    regions, slopes)`` with ``patch_sets.slopes``, the pair over the flattest part, then one per
+    bound (``core.residual.slope_zones``), recorded with ``slope_sigma_px`` (default the sets').
 
     ``regions`` is None when the patch sets have none. Used for the OOD detector and for reference
     detectors (a high-pass filter in place of the autoencoder, ``core.learning_curve``).
@@ -449,11 +568,20 @@ def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_b
     from core.calibration import calibrate
 
     regions = patch_sets.regions or {}
+    slope_bounds = tuple(float(b) for b in slope_bounds)
+    zoning = {"edge_band_px": edge_band_px}
+    if slope_bounds:
+        if patch_sets.slopes is None or not regions:
+            raise ValueError("slope zones need weld regions and the film's slope over the patches "
+                             "(build_patch_sets(..., roi=True, slopes=True))")
+        zoning = {"slope_bounds": slope_bounds,
+                  "slope_sigma_px": slope_sigma_px or patch_sets.slope_sigma_px or SLOPE_SIGMA_PX}
     if calibration_scores is None:
-        calibration_scores = score(patch_sets.calibration_okay, regions.get("calibration_okay"))
+        calibration_scores = score(patch_sets.calibration_okay, regions.get("calibration_okay"),
+                                   *((patch_sets.slopes["calibration_okay"],) if slope_bounds else ()))
     scores = {"calibration_okay": np.asarray(calibration_scores)}
-    scores.update(_split_scores(score, patch_sets, with_regions=True))
-    thr = calibrate(scores["calibration_okay"], fpr=fpr, edge_band_px=edge_band_px)
+    scores.update(_split_scores(score, patch_sets, with_regions=True, with_slopes=bool(slope_bounds)))
+    thr = calibrate(scores["calibration_okay"], fpr=fpr, **zoning)
     okay_combined = thr.combined(scores["test_okay"])
     numbers = {"thresholds": thr.to_dict(), "fpr_calibration": float(thr.fpr_achieved),
                "fpr_test": float(np.mean(thr.flagged(scores["test_okay"]))), "tpr": {}, "auc": {}}
@@ -472,23 +600,33 @@ def tpr_by_zone(patch_sets: PatchSets, thr, scores: dict) -> dict:
 
     ``{kind: {zone: {"tpr", "n"}}}`` with zones named ``"0-32 px"``, ``"32-48 px"``, ...,
     ``"interior"`` (the thresholds' zones, ``thr.band_bounds``), and ``"outside"`` for a centre
-    outside the region; empty without regions or recorded centres.
+    outside the region; empty without regions or recorded centres. With slope zones
+    (``thr.slope_zones``) the zones are by the slope at the centre (``patch_sets.slopes``, the
+    anomaly's own included): ``thr.zone_labels()`` such as ``"slope 0.0021-0.0046"``, then
+    ``"interior"`` (the flattest part) and ``"outside"``.
     """
-    from core.residual import edge_zones, zone_spans
+    from core.residual import edge_zones
 
     if not patch_sets.regions or not patch_sets.anomaly_centres:
         return {}
-    bounds = thr.band_bounds
-    names = [f"{a}-{b} px" for a, b in zone_spans(bounds)] + ["interior", "outside"]
+    slope_bounds = thr.slope_bounds
+    if slope_bounds and patch_sets.slopes is None:
+        raise ValueError("thresholds with slope zones need the film's slope over the patches")
+    bounds = slope_bounds or thr.band_bounds
+    names = thr.zone_labels() + ["interior", "outside"]
     out = {}
     for kind, centres in patch_sets.anomaly_centres.items():
         region = patch_sets.regions[kind]
-        zones = edge_zones(region, bounds) if bounds else []
         idx = np.arange(len(centres))
         r, c = centres[:, 0], centres[:, 1]
         label = np.full(len(centres), len(bounds))  # interior
-        for z, zone in enumerate(zones):
-            label[zone[idx, r, c]] = z
+        if slope_bounds:
+            at = patch_sets.slopes[kind][idx, r, c]
+            for z, b in enumerate(slope_bounds):  # increasing: the last bound reached wins
+                label[at >= b] = z
+        else:
+            for z, zone in enumerate(edge_zones(region, bounds) if bounds else []):
+                label[zone[idx, r, c]] = z
         label[~region[idx, r, c]] = len(bounds) + 1
         flagged = thr.flagged(scores[kind])
         out[kind] = {names[z]: {"tpr": float(np.mean(flagged[label == z])), "n": int(np.sum(label == z))}

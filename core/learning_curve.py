@@ -14,6 +14,12 @@ kernel analysis and calibration; the model has to beat it to be worth its traini
 
 Results go to ``OUT/learning_curve.json`` and ``OUT/figures/learning_curve_<label>.png``; the benchmark
 report (``core.report``) shows them when present.
+
+Zones. By default (protocol version 3) the weld region's edge zones by distance have their own
+thresholds. ``zones="slope"`` re-evaluates a stored curve's models with zones by the raw film's
+slope instead (``core.benchmark.evaluate_ood(zones="slope")``, the reference and the calibration
+across films too); the result is a curve of its own, labelled ``<label>_slope-zones``, beside the
+curve whose models it re-evaluated.
 """
 
 from __future__ import annotations
@@ -26,14 +32,21 @@ from pathlib import Path
 
 import numpy as np
 
-from core.benchmark import (BUDGETS, EVALUATION, OOD_SETS, PROTOCOL_VERSION, build_patch_sets,
-                            evaluate_ood, evaluate_residual_scores, machine_description,
-                            make_split, ood_perturbation_sources, patch_sampler)
+from core.benchmark import (BUDGETS, OOD_SETS, PROTOCOL_VERSION, ZONES, build_patch_sets,
+                            calibration_slope_bounds, evaluate_ood, evaluate_residual_scores,
+                            evaluation, machine_description, make_split,
+                            ood_perturbation_sources, patch_sampler, patch_slopes)
 from core.loss import LossWeights
-from core.residual import EDGE_ZONES_PX
+from core.residual import EDGE_ZONES_PX, SLOPE_SIGMA_PX
 
 CURVE_MINUTES = (5, 10, 20, 40)
 HIGHPASS_SIGMAS = (2.0, 6.0)
+SLOPE_SUFFIX = "_slope-zones"  # label of a curve re-evaluated with zones by the film's slope
+
+
+def curve_label(recipe, zones: str = "distance") -> str:
+    """The label a curve of ``recipe`` is stored under: the recipe's, suffixed for slope zones."""
+    return recipe.label + (SLOPE_SUFFIX if zones == "slope" else "")
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,9 @@ class Recipe:
 def normalised_items(items, sigma: float, method: str = "gaussian") -> list:
     """Copies of dataset radiographs whose ``image`` is ``core.normalise.remove_background``'s.
 
-    The weld region stays the one found on the raw radiograph.
+    The weld region stays the one found on the raw radiograph, and each copy keeps the item it was
+    made from (``_raw_item``): the film's slope is taken on the raw radiograph
+    (``core.benchmark.raw_film``, ``film_gradient``).
     """
     import dataclasses
 
@@ -100,6 +115,7 @@ def normalised_items(items, sigma: float, method: str = "gaussian") -> list:
         copy.__dict__["image"] = remove_background(item.image, sigma, method)
         copy.__dict__["mask"] = item.mask
         copy._weld_region = weld_region(item)
+        copy._raw_item = item
         out.append(copy)
     return out
 
@@ -114,11 +130,13 @@ def _sources(recipe: Recipe, train_items) -> list:
     return ood_perturbation_sources(recipe.training_set, train_items)
 
 
-def highpass_scorer(sigma: float, edge_band_px=0):
-    """``score(patches, regions)`` of the high-pass reference detector (see the module docstring).
+def highpass_scorer(sigma: float, edge_band_px=0, slope_bounds=()):
+    """``score(patches, regions, slopes=None)`` of the high-pass reference detector (see the module
+    docstring).
 
     With ``edge_band_px`` (a band's width or the zones' bounds, ``core.calibration.band_bounds``)
-    and regions, the pair over the interior, then one pair per edge zone, as ``patch_scores``.
+    and regions, the pair over the interior, then one pair per edge zone, as ``patch_scores``;
+    with ``slope_bounds`` one pair per slope zone instead (``slopes`` over each patch).
     """
     from scipy import ndimage
 
@@ -129,13 +147,16 @@ def highpass_scorer(sigma: float, edge_band_px=0):
 
     end = OFFSET + APERTURE
 
-    def score(patches, regions):
-        bounds = band_bounds(edge_band_px) if regions is not None else ()
-        out = np.empty((len(patches), 2 + 2 * len(bounds)))
+    def score(patches, regions, slopes=None):
+        by_slope = tuple(slope_bounds) if regions is not None else ()
+        bounds = band_bounds(edge_band_px) if regions is not None and not by_slope else ()
+        out = np.empty((len(patches), 2 + 2 * len(bounds or by_slope)))
         for i in range(0, len(patches), 256):
             x = patches[i:i + 256].astype(np.float32)
             resid = x - ndimage.gaussian_filter(x, (0, sigma, sigma), mode="reflect")
-            roi, edges = aperture_regions(None if regions is None else regions[i:i + 256], bounds)
+            roi, edges = aperture_regions(None if regions is None else regions[i:i + 256], bounds,
+                                          slopes=None if slopes is None else slopes[i:i + 256],
+                                          slope_bounds=by_slope)
             out[i:i + 256] = aperture_scores(resid[:, OFFSET:end, OFFSET:end], regions=roi, edges=edges)
         return out
 
@@ -153,7 +174,8 @@ def _point(numbers: dict) -> dict:
 
 def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Recipe(),
                        budget: str = "small", compare_whole: bool = True, command: str | None = None,
-                       reevaluate: bool = False, extend: bool = False, log=print) -> dict:
+                       reevaluate: bool = False, extend: bool = False, zones: str = "distance",
+                       log=print) -> dict:
     """Train one OOD detector in segments and evaluate it after each; write the results.
 
     Parameters
@@ -178,6 +200,10 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
     extend : bool
         Continue the model of an earlier run of the same recipe from its checkpoint to further
         ``minutes`` (all beyond that run's last point); the new points join its curve.
+    zones : str
+        ``"distance"`` (the protocol's edge zones) or ``"slope"`` (zones by the raw film's slope,
+        ``core.benchmark.evaluate_ood``); slope zones only re-evaluate (``reevaluate``) the models
+        of the recipe's curve, and the result is stored as the curve ``<label>_slope-zones``.
     log : callable
         Receives one line of progress text at a time.
 
@@ -193,9 +219,16 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
     minutes = [float(m) for m in minutes]
     if not minutes or any(b <= a for a, b in zip(minutes, minutes[1:])) or minutes[0] <= 0:
         raise ValueError(f"minutes must be positive and increasing, got {minutes}")
+    if zones not in ZONES:
+        raise ValueError(f"unknown zones {zones!r}; choose one of {', '.join(ZONES)}")
+    slope = zones == "slope"
+    if slope and not reevaluate:
+        raise ValueError("slope zones re-evaluate the models of a stored curve: add --reevaluate "
+                         "(training with them is not supported; the models of the recipe's curve are used)")
     budget_obj = BUDGETS[budget]
     out = Path(out)
-    work = out / "curve" / recipe.label
+    label = curve_label(recipe, zones)
+    work = out / "curve" / recipe.label  # the models: those of the recipe's curve
     if reevaluate:
         missing = [m for m in minutes if not (work / f"model_{m:g}min.keras").is_file()]
         if missing:
@@ -228,7 +261,11 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
 
         indication = partial(normalise_indication, sigma=recipe.background_sigma,
                              method=recipe.background_method)
-    sets_roi = build_patch_sets(split, budget_obj, roi=True, indication=indication)
+    sets_roi = build_patch_sets(split, budget_obj, roi=True, indication=indication, slopes=slope)
+    bounds = calibration_slope_bounds(sets_roi) if slope else ()
+    if slope:
+        log("slope zones: bounds " + ", ".join(f"{b:.5f}" for b in bounds) + " grey levels/px (the "
+            "calibration okay kernels' quantiles)")
     sets_whole = (build_patch_sets(split, budget_obj, roi=False, indication=indication)
                   if compare_whole else None)
     log(f"patch sets (weld region) {sets_roi.counts()}")
@@ -264,7 +301,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
                            resume_from=ckpt if (k or extend) else None)
         steps = bundle.metadata["training"]["steps"]
         t0 = time.time()
-        numbers, _ = evaluate_ood(bundle.model, sets_roi, fpr=budget_obj.fpr)
+        numbers, _ = evaluate_ood(bundle.model, sets_roi, fpr=budget_obj.fpr, zones=zones)
         point = {"minutes": m, "steps": steps, "samples_per_s": rate.get("samples_per_s"), **_point(numbers),
                  "eval_seconds": round(time.time() - t0, 1),
                  # how often the latent died and was re-centred so far (core.training): a model
@@ -275,7 +312,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
         log(f"{m:g} min ({steps} steps): FPR test {100 * numbers['fpr_test']:.2f} %, TPR "
             + ", ".join(f"{n} {100 * v:.0f}" for n, v in numbers["tpr"].items()))
     trained_by = command
-    if reevaluate:  # the training command and speed are the original run's
+    if reevaluate:  # the training command and speed are the original run's (the recipe's curve)
         old = previous or {}
         before = {p["minutes"]: p for p in old.get("points", [])}
         for p in points:
@@ -287,9 +324,14 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
     from core.scanning import patch_scores
 
     final = bundle.model  # the last segment's model
-    across = calibration_across_films(
-        lambda x, r: patch_scores(x, final, regions=r, edge_band_px=EDGE_ZONES_PX), split, sets_roi,
-        n_per_film=budget_obj.n_calibration // 2, fpr=budget_obj.fpr)
+    if slope:
+        across = calibration_across_films(
+            lambda x, r, s: patch_scores(x, final, regions=r, slopes=s, slope_bounds=bounds), split,
+            sets_roi, n_per_film=budget_obj.n_calibration // 2, fpr=budget_obj.fpr, slope_bounds=bounds)
+    else:
+        across = calibration_across_films(
+            lambda x, r: patch_scores(x, final, regions=r, edge_band_px=EDGE_ZONES_PX), split, sets_roi,
+            n_per_film=budget_obj.n_calibration // 2, fpr=budget_obj.fpr)
     if across is not None:
         across["minutes"] = minutes[-1]
         log("calibration across films: FPR on the film left out " + ", ".join(
@@ -297,18 +339,24 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
             for name, v in across["films"].items())
             + f"; pooled thresholds: FPR test {100 * across['pooled']['fpr_test']:.2f} %")
     result = {
-        "label": recipe.label, "command": trained_by, "recipe": asdict(recipe),
+        "label": label, "command": trained_by, "recipe": asdict(recipe),
         "reevaluated_by": command if reevaluate else None,
         "recipe_text": recipe.describe(),
-        "budget": budget_obj.name, "protocol": PROTOCOL_VERSION, "evaluation": EVALUATION,
+        "budget": budget_obj.name, "protocol": PROTOCOL_VERSION, "evaluation": evaluation(zones),
         "machine": machine_description(), "split": split.to_dict(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "patch_counts": sets_roi.counts(), "points": points, "highpass": {}, "whole_image": None,
         "calibration_across_films": across,
     }
+    if slope:  # the models are the recipe's curve's
+        result["models"] = f"curve/{recipe.label}"
     for sigma in HIGHPASS_SIGMAS:
-        numbers, _ = evaluate_residual_scores(highpass_scorer(sigma, EDGE_ZONES_PX), sets_roi,
-                                              fpr=budget_obj.fpr, edge_band_px=EDGE_ZONES_PX)
+        if slope:
+            numbers, _ = evaluate_residual_scores(highpass_scorer(sigma, slope_bounds=bounds), sets_roi,
+                                                  fpr=budget_obj.fpr, slope_bounds=bounds)
+        else:
+            numbers, _ = evaluate_residual_scores(highpass_scorer(sigma, EDGE_ZONES_PX), sets_roi,
+                                                  fpr=budget_obj.fpr, edge_band_px=EDGE_ZONES_PX)
         result["highpass"][f"{sigma:g}"] = {"roi": _point(numbers)}
         if sets_whole is not None:
             whole, _ = evaluate_residual_scores(highpass_scorer(sigma), sets_whole, fpr=budget_obj.fpr)
@@ -320,7 +368,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
     result["wall_seconds"] = round(time.time() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     curves = replace_curve(load_curves(out), result)
-    result["figure"] = f"figures/learning_curve_{recipe.label}.png"
+    result["figure"] = f"figures/learning_curve_{label}.png"
     figure_learning_curve(out / result["figure"], result)
     (out / "learning_curve.json").write_text(json.dumps({"curves": curves}, indent=1))
     from core.report import rerender_report
@@ -332,7 +380,8 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
 
 
 def calibration_across_films(score, split, patch_sets, *, n_per_film: int, fpr: float,
-                             edge_band_px=EDGE_ZONES_PX, seed: int = 7) -> dict:
+                             edge_band_px=EDGE_ZONES_PX, seed: int = 7, slope_bounds=(),
+                             slope_sigma_px: float = SLOPE_SIGMA_PX) -> dict:
     """Calibration pooled over the training-side films, and the FPR it reaches on other films.
 
     Every training-side radiograph (training and calibration films) gives ``n_per_film`` okay
@@ -345,10 +394,12 @@ def calibration_across_films(score, split, patch_sets, *, n_per_film: int, fpr: 
     ----------
     score : callable
         ``score(patches, regions)`` -> scores with the edge zones ``edge_band_px``
-        (``patch_scores``).
+        (``patch_scores``); with ``slope_bounds`` ``score(patches, regions, slopes)`` -> scores
+        with those slope zones (the raw film's slope over each patch, Gaussian ``slope_sigma_px``,
+        ``core.benchmark.patch_slopes``; the same bounds for every film, set by the caller).
     split : core.benchmark.Split
     patch_sets : core.benchmark.PatchSets
-        The weld-region test sets of the curve.
+        The weld-region test sets of the curve (with ``slopes`` for slope zones).
 
     Returns
     -------
@@ -362,27 +413,35 @@ def calibration_across_films(score, split, patch_sets, *, n_per_film: int, fpr: 
     films = [(it, "training") for it in split.train] + [(it, "calibration") for it in split.calibration]
     if len(films) < 2:
         return None  # nothing to leave out
+    slope_bounds = tuple(float(b) for b in slope_bounds)
+    zoning = ({"slope_bounds": slope_bounds, "slope_sigma_px": slope_sigma_px} if slope_bounds
+              else {"edge_band_px": edge_band_px})
     scores = {}
     rng = np.random.default_rng(seed)
     out = {"n_per_film": n_per_film, "films": {}}
     for item, role in films:
         try:
-            x, r = patch_sampler([item], seed=seed, roi=True).okay_with_roi(n_per_film, rng=rng)
+            x, r, where = patch_sampler([item], seed=seed, roi=True).okay_with_roi(
+                n_per_film, rng=rng, geometries=True)
         except ValueError as exc:  # a film whose defects leave no room for an okay patch
             out["films"][item.name] = {"role": role, "n": 0, "fpr": None, "skipped": str(exc)}
             continue
-        scores[item.name] = score(x, r)
+        if slope_bounds:
+            scores[item.name] = score(x, r, patch_slopes([item], where, sigma=slope_sigma_px))
+        else:
+            scores[item.name] = score(x, r)
     if len(scores) < 2:
         return None
     for item, role in films:
         if item.name not in scores:
             continue
         others = np.concatenate([v for k, v in scores.items() if k != item.name])
-        thr = calibrate(others, fpr=fpr, edge_band_px=edge_band_px)
+        thr = calibrate(others, fpr=fpr, **zoning)
         out["films"][item.name] = {"role": role, "n": n_per_film,
                                    "fpr": float(np.mean(thr.flagged(scores[item.name])))}
-    numbers, _ = evaluate_residual_scores(score, patch_sets, fpr=fpr, edge_band_px=edge_band_px,
-                                          calibration_scores=np.concatenate(list(scores.values())))
+    numbers, _ = evaluate_residual_scores(score, patch_sets, fpr=fpr, calibration_scores=np.concatenate(
+        list(scores.values())), **({"slope_bounds": slope_bounds, "slope_sigma_px": slope_sigma_px}
+                                   if slope_bounds else {"edge_band_px": edge_band_px}))
     out["pooled"] = _point(numbers)
     return out
 

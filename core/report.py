@@ -393,8 +393,12 @@ def _by_zone_table(points) -> list[str]:
     if not points:
         return []
     kinds = [k for k in TEST_SETS if k in points[-1]["tpr_by_zone"]]
-    out = ["", "Synthetic anomalies by where their centre lies in the weld region: TPR % (number of "
-           "anomalies); the edge zones have thresholds of their own.", "",
+    slope = any(z.startswith("slope") for p in points for k in kinds for z in p["tpr_by_zone"][k])
+    where = ("by the raw film's slope at their centre (interior: the flattest part of the weld "
+             "region)" if slope else "by where their centre lies in the weld region")
+    out = ["", f"Synthetic anomalies {where}: TPR % (number of anomalies); "
+           + ("each slope zone has thresholds of its own." if slope else
+              "the edge zones have thresholds of their own."), "",
            "| training | zone | " + " | ".join(kinds) + " |", "|" + "---|" * (len(kinds) + 2)]
     for p in points:
         zones = list(dict.fromkeys(z for k in kinds for z in p["tpr_by_zone"][k]))
@@ -409,11 +413,19 @@ def _evaluation_line(entry: dict) -> list[str]:
     """The protocol version and how models were evaluated, when recorded (version 3 on)."""
     evaluation = entry.get("evaluation") or {}
     zones = evaluation.get("edge_zones_px")
+    placed = evaluation.get("synthetic_anomalies")
+    if evaluation.get("zones") == "slope":
+        q = [f"{100 * v:g} %" for v in evaluation.get("slope_quantiles", ())]
+        return [f"- Protocol version {entry.get('protocol')}, with zones by the raw film's slope instead "
+                "of the edge zones: OOD thresholds for the weld region's flattest part and, apart, for "
+                f"each steeper zone (slope = gradient magnitude of the raw radiograph after a Gaussian "
+                f"of {evaluation.get('slope_sigma_px', 0):g} px, cut as each patch was, a synthetic "
+                f"anomaly's own added; bounds at {' and '.join(q)} of the calibration okay kernels' "
+                "slopes)" + (f"; synthetic anomalies {placed}" if placed else "") + "."]
     if not zones:
         return []
     from core.residual import zone_spans
 
-    placed = evaluation.get("synthetic_anomalies")
     return [f"- Protocol version {entry.get('protocol')}: OOD thresholds for the weld region's "
             "interior and, apart, for each edge zone ("
             + ", ".join(f"{a}-{b} px" for a, b in zone_spans(zones)) + " from its edge)"
@@ -446,6 +458,9 @@ def learning_curve_markdown(curves: list[dict]) -> list[str]:
                 f"{curve['started']}, wall time {curve['wall_seconds']:.0f} s ("
                 + ("re-evaluation only" if curve.get("reevaluated_by") else "training and evaluation") + ")."]
         out += _evaluation_line(curve)
+        if curve.get("models"):
+            out.append(f"- Models: those of `{curve['models']}/` (the curve "
+                       f"{curve['models'].split('/', 1)[-1]}), evaluated again.")
         if curve.get("reevaluated_by"):
             out.append(f"- Models re-evaluated with the current protocol (no training): "
                        f"`{curve['reevaluated_by']}`")

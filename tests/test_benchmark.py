@@ -201,3 +201,124 @@ def test_synthetic_anomalies_lie_in_the_weld_region_a_scan_inspects(gdxray_pair)
             r, c = (int(round((x * g).sum() / x.sum())) for g in (rows, cols))  # its centre
             assert abs(r - centre[0]) <= 1 and abs(c - centre[1]) <= 1  # the recorded centre
             assert region[r - 1:r + 2, c - 1:c + 2].any(), kind
+
+
+# --- zones by the raw film's slope (an evaluation option) ------------------------------------------
+
+def _film(seed=0, shape=(420, 520)):
+    """A smooth film with a bead across it and some texture (float32 [0, 1])."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    rows = np.arange(shape[0], dtype=np.float64)[:, None]
+    bead = 0.3 + 0.4 * np.exp(-((rows - 0.45 * shape[0]) / 70.0) ** 2)
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape), 6) * 0.2
+    return (bead + texture + 0.001 * rng.standard_normal(shape)).astype(np.float32)
+
+
+def test_patch_slopes_are_the_raw_films_slope_where_the_patch_was_cut():
+    from types import SimpleNamespace
+
+    from core.benchmark import patch_slopes, raw_film
+    from core.residual import slope_map
+    from core.sampler import PatchGeometry, extract
+
+    film = _film()
+    raw = SimpleNamespace(image=film)
+    normalised = SimpleNamespace(image=np.zeros_like(film), _raw_item=raw)  # a background-removed copy
+    assert raw_film(normalised) is film
+    full = slope_map(film, 16.0)
+    r0, c0 = 110, 150
+    plain = PatchGeometry(0, (r0 + 95.5, c0 + 95.5), np.eye(2))
+    # a 90-degree turn and a flip on the pixel grid: the magnitude is the film's, cut the same way
+    turned = PatchGeometry(0, (r0 + 95.5, c0 + 95.5), np.array([[0.0, -1.0], [-1.0, 0.0]]))
+    got = patch_slopes([normalised], [plain, turned], sigma=16.0)
+    assert got.shape == (2, 192, 192) and got.dtype == np.float32
+    np.testing.assert_allclose(got[0], full[r0:r0 + 192, c0:c0 + 192], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(got[1], extract(full, turned, order=1), rtol=1e-5, atol=1e-8)
+    # a synthetic anomaly's own slope: as if it had been added to the raw film there
+    yy, xx = np.mgrid[:192, :192]
+    blob = 0.05 * np.exp(-((yy - 80) ** 2 + (xx - 100) ** 2) / (2 * 8.0 ** 2))
+    on_film = film.astype(np.float64).copy()
+    on_film[r0:r0 + 192, c0:c0 + 192] += blob
+    with_blob = patch_slopes([raw], [plain], sigma=16.0, anomalies=blob[None])[0]
+    np.testing.assert_allclose(with_blob, slope_map(on_film, 16.0)[r0:r0 + 192, c0:c0 + 192],
+                               rtol=1e-4, atol=1e-7)
+    assert np.abs(with_blob - got[0]).max() > 1e-4  # the anomaly's slope is in
+
+
+def test_slopes_leave_every_patch_and_draw_as_they_were(gdxray_pair):
+    from core.benchmark import (BUDGETS, GRADES, Split, build_patch_sets, film_gradient, patch_sampler,
+                                patch_slopes)
+    from core.calibration_review import origins
+    from core.sampler import PatchGeometry
+
+    a, b = load_dataset(gdxray_pair, include_unmasked=False)
+    split = Split([a], [a], [b], "test split")
+    plain = build_patch_sets(split, BUDGETS["tiny"])
+    sloped = build_patch_sets(split, BUDGETS["tiny"], slopes=True)
+    assert plain.slopes is None and sloped.slope_sigma_px == 16.0
+    for name in ("calibration_okay", "test_okay"):
+        np.testing.assert_array_equal(getattr(plain, name), getattr(sloped, name))
+    for g in GRADES:
+        np.testing.assert_array_equal(plain.test_defects[g], sloped.test_defects[g])
+    for kind in TEST_ANOMALIES:
+        np.testing.assert_array_equal(plain.synthetic[kind], sloped.synthetic[kind])
+        np.testing.assert_array_equal(plain.anomaly_centres[kind], sloped.anomaly_centres[kind])
+    assert set(plain.regions) == set(sloped.slopes)
+    for name, region in plain.regions.items():
+        np.testing.assert_array_equal(region, sloped.regions[name])
+        assert sloped.slopes[name].shape == region.shape and sloped.slopes[name].dtype == np.float32
+    assert plain.calibration_origins == sloped.calibration_origins
+    # the calibration patches' slopes are the film's gradient cut where their origins say
+    where = origins({"okay_origins": sloped.calibration_origins})
+    geos = [PatchGeometry(0, o.centre, o.matrix) for o in where[:3]]
+    np.testing.assert_array_equal(sloped.slopes["calibration_okay"][:3], patch_slopes([a], geos))
+    assert all(np.isfinite(s).all() and s.max() > 0 for s in sloped.slopes.values())
+    assert len(film_gradient(a)) == 2 and a._film_gradient  # cached on the film
+    # the defect patches with their geometries are exactly the sampler's defect draws
+    want = patch_sampler([b], seed=5, roi=True).defect(4, rng=np.random.default_rng(1), with_roi=True)
+    sampler = patch_sampler([b], seed=5, roi=True)
+    *got, geos = sampler.defect(4, rng=np.random.default_rng(1), with_roi=True, geometries=True)
+    for x, y in zip(want, got):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(sampler.patch(geos[2]), got[0][2])
+
+
+def test_slope_zones_calibrate_and_split_the_rate_by_zone(gdxray_pair):
+    from core.benchmark import (BUDGETS, Split, build_patch_sets, calibration_slope_bounds,
+                                evaluate_residual_scores, tpr_by_zone)
+    from core.calibration import Thresholds
+    from core.learning_curve import highpass_scorer
+
+    a, b = load_dataset(gdxray_pair, include_unmasked=False)
+    sets = build_patch_sets(Split([a], [a], [b], "test split"), BUDGETS["tiny"], slopes=True)
+    bounds = calibration_slope_bounds(sets)
+    assert len(bounds) == 2 and 0 < bounds[0] < bounds[1]
+    numbers, scores = evaluate_residual_scores(highpass_scorer(2.0, slope_bounds=bounds), sets,
+                                               fpr=0.05, slope_bounds=bounds)
+    thr = Thresholds.from_dict(numbers["thresholds"])
+    assert thr.slope_bounds == pytest.approx(bounds) and thr.slope_sigma_px == 16.0
+    assert "edge_band_px" not in numbers["thresholds"] and scores["test_okay"].shape[1] == 6
+    labels = thr.zone_labels()
+    n = BUDGETS["tiny"].n_synthetic
+    for kind in TEST_ANOMALIES:  # each anomaly in one zone, the rates add up to the set's
+        zones = numbers["tpr_by_zone"][kind]
+        assert set(zones) <= {*labels, "interior", "outside"}
+        assert sum(z["n"] for z in zones.values()) == n
+        assert sum(z["n"] * z["tpr"] for z in zones.values()) / n == pytest.approx(numbers["tpr"][kind])
+    # a centre's zone is the slope there: move every raster centre's slope above the top bound
+    steep = dict(sets.slopes, raster=np.full_like(sets.slopes["raster"], 2 * bounds[1]))
+    import dataclasses
+
+    zones = tpr_by_zone(dataclasses.replace(sets, slopes=steep), thr, scores)["raster"]
+    assert set(zones) <= {labels[-1], "outside"} and labels[-1].startswith("slope >=")
+    with pytest.raises(ValueError, match="slope"):  # no slopes drawn: refused, not silently distance
+        evaluate_residual_scores(highpass_scorer(2.0, slope_bounds=bounds),
+                                 dataclasses.replace(sets, slopes=None), fpr=0.05, slope_bounds=bounds)
+
+
+def test_tables_refuse_slope_zones(tmp_path, capsys):
+    rc = main(["benchmark", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--zones", "slope"])
+    assert rc == 2
+    assert "--zones slope is for learning curves" in capsys.readouterr().err

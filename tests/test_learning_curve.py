@@ -117,6 +117,40 @@ def test_tiny_curve_on_two_radiographs(gdxray_pair, tmp_path):
     assert main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
                  "--curve", "0.03", "--reevaluate"]) == 2  # that recipe has no stored models
 
+    # zones by the raw film's slope: the same models re-evaluated, stored as a curve of its own
+    distance = json.loads((out / "learning_curve.json").read_text())["curves"]
+    assert main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
+                 "--curve", "0.03", *recipe, "--zones", "slope"]) == 2  # only re-evaluation
+    rc = main(["benchmark", "--data", str(data), "--out", str(out), "--budget", "tiny",
+               "--curve", "0.03,0.06", *recipe, "--reevaluate", "--zones", "slope"])
+    assert rc == 0
+    curves = json.loads((out / "learning_curve.json").read_text())["curves"]
+    assert curves[:-1] == distance  # the distance-zone curves are left as they were
+    slope = curves[-1]
+    assert slope["label"] == distance[-1]["label"] + "_slope-zones"
+    assert slope["evaluation"] == {**distance[-1]["evaluation"], "zones": "slope",
+                                   "slope_quantiles": [0.5, 0.8], "slope_sigma_px": 16.0}
+    assert slope["models"] == f"curve/{distance[-1]['label']}"
+    assert slope["reevaluated_by"].endswith("--reevaluate --zones slope")
+    assert slope["command"] == distance[-1]["command"]  # trained by the recipe's curve's command
+    assert [p["steps"] for p in slope["points"]] == [p["steps"] for p in distance[-1]["points"]]
+    assert not (out / "curve" / slope["label"]).exists()  # no models of its own
+    assert slope["calibration_across_films"] is None  # one training-side film (tested below)
+    for p in slope["points"] + [slope["highpass"]["2"]["roi"]]:
+        t = p["thresholds"]
+        assert len(t["slope_zones"]) == 2 and t["slope_sigma_px"] == 16.0 and "edge_band_px" not in t
+    bounds = [z[0] for z in slope["points"][0]["thresholds"]["slope_zones"]]
+    assert [z[0] for z in slope["points"][1]["thresholds"]["slope_zones"]] == bounds  # same patches
+    zones = slope["points"][0]["tpr_by_zone"]["raster"]
+    assert set(zones) <= {f"slope {bounds[0]:.4f}-{bounds[1]:.4f}", f"slope >= {bounds[1]:.4f}",
+                          "interior", "outside"}
+    assert sum(z["n"] for z in zones.values()) == slope["patch_counts"]["raster"]
+    assert (out / slope["figure"]).is_file() and slope["figure"].endswith("_slope-zones.png")
+    text = "\n".join(learning_curve_markdown(curves))
+    assert f"### {slope['label']}" in text and "zones by the raw film's slope" in text
+    assert "by the raw film's slope at their centre" in text
+    assert f"| 0.03 min | slope >= {bounds[1]:.4f} |" in text or f"| 0.03 min | slope {bounds[0]:.4f}" in text
+
 
 def test_background_removal_keeps_a_small_defect_and_drops_the_film_gradient():
     from core.normalise import remove_background
@@ -164,7 +198,7 @@ def test_calibration_across_films_leaves_each_film_out(gdxray_pair):
 
     a, b = load_dataset(gdxray_pair, include_unmasked=False)
     split = Split([a], [b], [a], "test split")
-    sets = build_patch_sets(split, BUDGETS["tiny"])
+    sets = build_patch_sets(split, BUDGETS["tiny"], slopes=True)  # the same patches, with slopes
     score = highpass_scorer(2.0, (32, 48))  # the edge zones, which are the default
     across = calibration_across_films(score, split, sets, n_per_film=80, fpr=0.05, seed=3)
     assert set(across["films"]) == {a.name, b.name}
@@ -196,6 +230,24 @@ def test_calibration_across_films_leaves_each_film_out(gdxray_pair):
     assert again["films"]["all-defect"]["fpr"] is None and "no defect-free" in again["films"]["all-defect"]["skipped"]
     assert all(0.0 <= again["films"][f.name]["fpr"] <= 1.0 for f in (a, b))
     assert again["pooled"]["thresholds"]["n_okay"] == 160  # the two films that gave patches
+
+    # zones by the raw film's slope: each film's patches get their slopes, the same bounds for all
+    from core.benchmark import calibration_slope_bounds, patch_slopes
+
+    bounds = calibration_slope_bounds(sets)
+    by_slope = highpass_scorer(2.0, slope_bounds=bounds)
+    across = calibration_across_films(by_slope, split, sets, n_per_film=80, fpr=0.05, seed=3,
+                                      slope_bounds=bounds)
+    rng = np.random.default_rng(3)
+    xa, ra, ga = patch_sampler([a], seed=3, roi=True).okay_with_roi(80, rng=rng, geometries=True)
+    xb, rb, gb = patch_sampler([b], seed=3, roi=True).okay_with_roi(80, rng=rng, geometries=True)
+    sa, sb = by_slope(xa, ra, patch_slopes([a], ga)), by_slope(xb, rb, patch_slopes([b], gb))
+    thr_a = calibrate(sa, fpr=0.05, slope_bounds=bounds)
+    assert across["films"][b.name]["fpr"] == pytest.approx(float(np.mean(thr_a.flagged(sb))))
+    pooled = across["pooled"]["thresholds"]
+    assert [z[0] for z in pooled["slope_zones"]] == pytest.approx(bounds) and "edge_band_px" not in pooled
+    assert pooled["mean"] == pytest.approx(calibrate(np.concatenate([sa, sb]), fpr=0.05,
+                                                     slope_bounds=bounds).mean)
 
 
 @pytest.mark.parametrize("method", ["gaussian", "twicing"])

@@ -29,6 +29,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cnn-sets", default="D,D+SC,D+SC+SPC,D+SNI", metavar="LIST",
                    help="CNN training sets to run, comma-separated; empty for none "
                    "(default: D,D+SC,D+SC+SPC,D+SNI)")
+    p.add_argument("--zones", choices=("distance", "slope"), default="distance",
+                   help="zones of the weld region with thresholds of their own: distance from its edge "
+                   "(0-32, 32-48 px; protocol version 3, the default) or the raw film's slope (quantiles "
+                   "0.5, 0.8 of the calibration okay kernels' slopes, Gaussian 16 px). slope only "
+                   "re-evaluates a curve's stored models (--curve ... --reevaluate), stored as the curve "
+                   "<label>_slope-zones; the tables refuse it")
     p.add_argument("--whole-image", action="store_true",
                    help="draw and score patches anywhere on the radiographs instead of only in the "
                    "weld region found by core.roi (the paper's setting; for comparison)")
@@ -112,11 +118,16 @@ def run_curve(args) -> int:
     if args.reevaluate and args.extend:
         print("weldreview benchmark: --reevaluate and --extend exclude each other", file=sys.stderr)
         return 2
+    if args.zones == "slope" and not args.reevaluate:
+        print("weldreview benchmark: --zones slope re-evaluates the stored models of a curve: add "
+              "--reevaluate (curves are trained with the default distance zones)", file=sys.stderr)
+        return 2
     command += " --reevaluate" if args.reevaluate else " --extend" if args.extend else ""
+    command += " --zones slope" if args.zones == "slope" else ""
     try:
         run_learning_curve(args.data, args.out, minutes=minutes, recipe=recipe, budget=args.budget,
                            command=command, reevaluate=args.reevaluate, extend=args.extend,
-                           log=lambda line: print(line, flush=True))
+                           zones=args.zones, log=lambda line: print(line, flush=True))
     except (FileNotFoundError, ValueError) as exc:
         print(f"weldreview benchmark: {exc}", file=sys.stderr)
         return 2
@@ -128,6 +139,11 @@ def run(args) -> int:
 
     if args.curve:
         return run_curve(args)
+    if args.zones != "distance":
+        print("weldreview benchmark: --zones slope is for learning curves (--curve ... --reevaluate); "
+              "the tables are protocol version 3, with the distance zones: re-evaluating them would "
+              "overwrite their runs in OUT/runs and train the CNNs again", file=sys.stderr)
+        return 2
     ood_sets, cnn_sets = _sets(args.ood_sets), _sets(args.cnn_sets)
     bad = [s for s in ood_sets if s not in OOD_SETS] + [s for s in cnn_sets if s not in CNN_SETS]
     if bad:
