@@ -92,9 +92,12 @@ def slope_map(image: np.ndarray, sigma: float = SLOPE_SIGMA_PX) -> np.ndarray:
 
     if sigma <= 0:
         raise ValueError(f"the slope's sigma must be positive, got {sigma}")
-    smooth = gaussian_filter(np.asarray(image, dtype=np.float64), sigma, mode="reflect")
+    # float32 throughout (a scan holds this beside its own maps); slopes of 1e-4 to 1e-2 grey
+    # levels per px keep 6 significant digits
+    smooth = gaussian_filter(np.asarray(image, dtype=np.float32), sigma, mode="reflect")
     gy, gx = np.gradient(smooth)
-    return np.hypot(gy, gx).astype(np.float32)
+    del smooth
+    return np.hypot(gy, gx, out=gy)
 
 
 def slope_zones(roi: np.ndarray, slope: np.ndarray, bounds) -> list[np.ndarray]:

@@ -8,7 +8,9 @@ the okay calibration kernels' slopes, and every pair of two. The chosen one has 
 TPR over the synthetic validation sets. Also printed: the FPR of one calibration film's
 thresholds on the other (both ways), and the test figures.
 
-    .venv/bin/python docs/scripts/slope_bounds.py CURVE_LABEL/model_5min
+    .venv/bin/python docs/scripts/slope_bounds.py CURVE_LABEL/model_5min [MOST_BOUNDS]
+
+MOST_BOUNDS (default 2): candidates with up to that many slope bounds (3: 92 candidates).
 
 Models come from docs/benchmark/curve/ (background removal sigma 24, twicing). About 4 minutes on
 2 cores.
@@ -88,13 +90,13 @@ def scores(maps, zone_fn):
     return out
 
 
-def candidates(okay_slopes):
+def candidates(okay_slopes, most=2):
+    """The distance zones, then slope zones with 1 to ``most`` bounds at ``QUANTILES``."""
     out = {"distance 32,48": lambda g, roi, z0, z1: [roi & ~z0 & ~z1, z0, z1]}
     q = {a: float(np.quantile(okay_slopes, a)) for a in QUANTILES}
-    for a in QUANTILES:
-        out[f"slope q{a}"] = partial(_by_slope, bounds=(q[a],))
-    for a, b in itertools.combinations(QUANTILES, 2):
-        out[f"slope q{a},q{b}"] = partial(_by_slope, bounds=(q[a], q[b]))
+    for n in range(1, most + 1):
+        for qs in itertools.combinations(QUANTILES, n):
+            out["slope " + ",".join(f"q{a}" for a in qs)] = partial(_by_slope, bounds=tuple(q[a] for a in qs))
     return out
 
 
@@ -108,6 +110,7 @@ def _by_slope(g, roi, z0, z1, *, bounds):
 
 def main():
     label = sys.argv[1]
+    most = int(sys.argv[2]) if len(sys.argv) > 2 else 2  # bounds at most per candidate
     indication = partial(normalise_indication, sigma=24, method="twicing")
     split = make_split(normalised_items(load_dataset(DATA, include_unmasked=False), 24, "twicing"))
     small = BUDGETS["small"]
@@ -124,7 +127,7 @@ def main():
     print("| zones | validation mean | " + " | ".join(v[4:] for v in val) + " | "
           + " | ".join(f"thr. {f} -> other" for f in films) + " | " + " | ".join(names) + " | test FPR |")
     best = None
-    for name, fn in candidates(okay[2][okay[3]]).items():
+    for name, fn in candidates(okay[2][okay[3]], most).items():
         cal = scores(okay, fn)
         t = joint_thresholds(cal)
         v = {n: 100 * np.mean((scores(m, fn) > t).any(axis=1)) for n, m in val.items()}
