@@ -302,25 +302,28 @@ def patch_sampler(items, *, seed, roi: bool = False):
     return PatchSampler([it.image for it in masked], [it.mask for it in masked], rois=rois, seed=seed)
 
 
+def _raw_item(item):
+    """The item a normalised copy was made from (``core.learning_curve.normalised_items``), or itself."""
+    while getattr(item, "_raw_item", None) is not None:
+        item = item._raw_item
+    return item
+
+
 def raw_film(item):
     """The radiograph as loaded, before any background removal: ``item.image``, or that of the item
     a normalised copy was made from (``core.learning_curve.normalised_items``)."""
-    while getattr(item, "_raw_item", None) is not None:
-        item = item._raw_item
-    return item.image
+    return _raw_item(item).image
 
 
 def film_gradient(item, sigma: float = SLOPE_SIGMA_PX):
-    """``(gy, gx)`` float64 of the raw film after a Gaussian of ``sigma`` px: the vector field whose
-    magnitude is ``core.residual.slope_map``; cached on the item (on the raw one for a copy)."""
-    from scipy.ndimage import gaussian_filter
+    """``(gy, gx)`` of the raw film, ``core.residual.slope_field``: the vector field whose magnitude
+    is the slope a scan takes; cached on the item (on the raw one for a copy)."""
+    from core.residual import slope_field
 
-    while getattr(item, "_raw_item", None) is not None:
-        item = item._raw_item
-    cache = item.__dict__.setdefault("_film_gradient", {})
+    raw = _raw_item(item)
+    cache = raw.__dict__.setdefault("_film_gradient", {})
     if float(sigma) not in cache:
-        smooth = gaussian_filter(np.asarray(item.image, dtype=np.float64), float(sigma), mode="reflect")
-        cache[float(sigma)] = tuple(np.gradient(smooth))
+        cache[float(sigma)] = slope_field(raw.image, float(sigma))
     return cache[float(sigma)]
 
 

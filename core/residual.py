@@ -81,6 +81,20 @@ def zone_spans(bounds) -> list[tuple[int, int]]:
     return list(zip((0, *bounds), bounds))
 
 
+def slope_field(image: np.ndarray, sigma: float = SLOPE_SIGMA_PX) -> tuple[np.ndarray, np.ndarray]:
+    """``(d/drow, d/dcol)`` of the film after a Gaussian of ``sigma`` px, float32 (M, N) each.
+
+    float32 throughout (a scan holds the slope beside its own maps): slopes of 1e-4 to 1e-2 grey
+    levels per px keep 6 significant digits.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if sigma <= 0:
+        raise ValueError(f"the slope's sigma must be positive, got {sigma}")
+    smooth = gaussian_filter(np.asarray(image, dtype=np.float32), sigma, mode="reflect")
+    return tuple(np.gradient(smooth))
+
+
 def slope_map(image: np.ndarray, sigma: float = SLOPE_SIGMA_PX) -> np.ndarray:
     """The film's slope: gradient magnitude (grey levels per px) after a Gaussian of ``sigma`` px.
 
@@ -88,15 +102,7 @@ def slope_map(image: np.ndarray, sigma: float = SLOPE_SIGMA_PX) -> np.ndarray:
     steep wherever it lies and however wide the bead is; a 9 x 9 kernel's zone is the slope at its
     centre (:func:`slope_zones`). ``image`` (M, N); returns float32 (M, N).
     """
-    from scipy.ndimage import gaussian_filter
-
-    if sigma <= 0:
-        raise ValueError(f"the slope's sigma must be positive, got {sigma}")
-    # float32 throughout (a scan holds this beside its own maps); slopes of 1e-4 to 1e-2 grey
-    # levels per px keep 6 significant digits
-    smooth = gaussian_filter(np.asarray(image, dtype=np.float32), sigma, mode="reflect")
-    gy, gx = np.gradient(smooth)
-    del smooth
+    gy, gx = slope_field(image, sigma)
     return np.hypot(gy, gx, out=gy)
 
 
