@@ -167,9 +167,14 @@ class ModelManager(QDialog):
         if v["provenance"]:
             lines.append("provenance: " + json.dumps(v["provenance"], indent=1, default=str))
         if v["thresholds"]:
-            t = v["thresholds"]
-            lines.append(f"thresholds: mean {t['mean']:.4g}, std {t['std']:.4g}, FPR target "
-                         f"{t['fpr_target']:g}, achieved {t['fpr_achieved']:.4g} on {t['n_okay']} patches")
+            from core.calibration import Thresholds, describe
+
+            try:  # with its zones: a supervisor picks a model on them
+                t = Thresholds.from_dict(v["thresholds"])
+                lines.append(f"thresholds: {describe(t)}; FPR target {t.fpr_target:g}, achieved "
+                             f"{t.fpr_achieved:.4g} on {t.n_okay} patches")
+            except (KeyError, TypeError, ValueError):  # a record written by another version
+                lines.append("thresholds: " + json.dumps(v["thresholds"], default=str))
         q = v["qualification"]
         if q is not None:
             lines.append(f"qualification #{q['id']}: {'passed' if q['passed'] else 'FAILED'}: "

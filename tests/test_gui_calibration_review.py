@@ -266,7 +266,7 @@ def test_an_uncalibrated_model_says_so(qtbot, store, calibrated, tmp_path):
 
 def test_the_model_manager_opens_the_review_of_the_selected_version(qtbot, store, model, tmp_path):
     from app.model_manager import ModelManager
-    from core.calibration import Thresholds
+    from core.calibration import Thresholds, describe
     from core.modelfile import file_sha256, read_metadata
 
     meta = read_metadata(model)
@@ -289,7 +289,7 @@ def test_the_model_manager_opens_the_review_of_the_selected_version(qtbot, store
     assert after is not None
     registered = next(m for m in store.models() if m["id"] == mid)
     assert Thresholds.from_dict(registered["thresholds"]) == after
-    assert f"mean {after.mean:.4g}" in manager.details.toPlainText()
+    assert f"thresholds: {describe(after)}; FPR target" in manager.details.toPlainText()
     (event,) = store.audit_log(event="calibration patches excluded")
     assert (event["entity"], event["entity_id"]) == ("models", mid)
     wait_shown(qtbot, dialog, dialog.rows[0].index)
