@@ -117,14 +117,15 @@ class Thresholds:
         return {"edge_band_px": self.band_bounds}
 
     def zoning(self) -> dict:
-        """The zones again, as ``calibrate`` takes them (with the slope's Gaussian)."""
+        """The zones again, as ``calibrate`` takes them (:meth:`scoring` and the slope's Gaussian)."""
+        zones = self.scoring()
         if self.slope_zones:
-            return {"slope_bounds": self.slope_bounds, "slope_sigma_px": self.slope_sigma_px}
-        return {"edge_band_px": self.band_bounds}
+            zones["slope_sigma_px"] = self.slope_sigma_px
+        return zones
 
     def zone_labels(self) -> list[str]:
         """Each zone for people, in :meth:`zone_pairs` order: ``"0-32 px"``, ``"slope >= 0.0053"``."""
-        from core.residual import slope_spans, zone_spans
+        from core.residual import slope_spans
 
         if self.slope_zones:
             return slope_spans(self.slope_bounds)
