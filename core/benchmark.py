@@ -340,9 +340,9 @@ def patch_slopes(items, geometries, *, sigma: float = SLOPE_SIGMA_PX, anomalies=
     """
     from scipy.ndimage import gaussian_filter
 
-    from core.sampler import extract
+    from core.sampler import PATCH, extract
 
-    out = np.empty((len(geometries), 192, 192), np.float32)
+    out = np.empty((len(geometries), PATCH, PATCH), np.float32)
     for k, g in enumerate(geometries):
         gy, gx = (extract(a, g, order=1) for a in film_gradient(items[g.image], sigma))
         m = np.asarray(g.matrix, np.float64)
@@ -513,15 +513,14 @@ def _split_scores(score, patch_sets: PatchSets, *, with_regions: bool = False,
 def calibration_slope_bounds(patch_sets: PatchSets, quantiles=SLOPE_QUANTILES) -> tuple[float, ...]:
     """Slope zone bounds at ``quantiles`` of the calibration okay kernels' slopes (kernel centres in
     the weld region inside the aperture, ``core.residual.slope_bounds``)."""
-    from core.model import APERTURE, OFFSET
     from core.residual import slope_bounds
+    from core.sampler import aperture
 
     if patch_sets.slopes is None or not patch_sets.regions:
         raise ValueError("slope zones need weld regions and the film's slope over the patches "
                          "(build_patch_sets(..., roi=True, slopes=True))")
-    inner = (slice(None), slice(OFFSET, OFFSET + APERTURE), slice(OFFSET, OFFSET + APERTURE))
-    return slope_bounds(patch_sets.slopes["calibration_okay"][inner],
-                        patch_sets.regions["calibration_okay"][inner], quantiles)
+    return slope_bounds(aperture(patch_sets.slopes["calibration_okay"]),
+                        aperture(patch_sets.regions["calibration_okay"]), quantiles)
 
 
 def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px=EDGE_ZONES_PX,
@@ -542,16 +541,13 @@ def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px=EDGE_
     """
     from core.scanning import patch_scores
 
-    if zones == "slope":
-        bounds = calibration_slope_bounds(patch_sets)
-        return evaluate_residual_scores(
-            lambda x, r, s: patch_scores(x, model, regions=r, slopes=s, slope_bounds=bounds), patch_sets,
-            fpr=fpr, slope_bounds=bounds, slope_sigma_px=patch_sets.slope_sigma_px)
-    if zones != "distance":
+    if zones not in ZONES:
         raise ValueError(f"unknown zones {zones!r}; choose one of {', '.join(ZONES)}")
+    scoring = ({"slope_bounds": calibration_slope_bounds(patch_sets)} if zones == "slope"
+               else {"edge_band_px": edge_band_px})
     return evaluate_residual_scores(
-        lambda x, r: patch_scores(x, model, regions=r, edge_band_px=edge_band_px), patch_sets, fpr=fpr,
-        edge_band_px=edge_band_px)
+        lambda x, r, s=None: patch_scores(x, model, regions=r, slopes=s, **scoring), patch_sets,
+        fpr=fpr, **scoring)
 
 
 def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_band_px: int = 0,

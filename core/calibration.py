@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from core.errors import CalibrationError
-from core.model import APERTURE, OFFSET
+from core.model import APERTURE
 from core.residual import EDGE_BAND_PX, SLOPE_QUANTILES, SLOPE_SIGMA_PX, zone_spans
 
 DEFAULT_FPR = 0.001
@@ -447,10 +447,10 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
     scoring = {"edge_band_px": band_bounds(edge_band_px) if regions is not None else ()}
     if regions is not None and slopes is not None:
         from core.residual import slope_bounds
+        from core.sampler import aperture
 
-        inner = (slice(None), slice(OFFSET, OFFSET + APERTURE), slice(OFFSET, OFFSET + APERTURE))
         try:  # kernels are centred in the aperture only
-            bounds = slope_bounds(np.asarray(slopes)[inner], np.asarray(regions, bool)[inner],
+            bounds = slope_bounds(aperture(np.asarray(slopes)), aperture(np.asarray(regions, bool)),
                                   slope_quantiles)
         except ValueError as exc:
             raise CalibrationError(f"slope zones: {exc}") from None

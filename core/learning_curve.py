@@ -266,6 +266,7 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
     if slope:
         log("slope zones: bounds " + ", ".join(f"{b:.5f}" for b in bounds) + " grey levels/px (the "
             "calibration okay kernels' quantiles)")
+    scoring = {"slope_bounds": bounds} if slope else {"edge_band_px": EDGE_ZONES_PX}  # as patch_scores
     sets_whole = (build_patch_sets(split, budget_obj, roi=False, indication=indication)
                   if compare_whole else None)
     log(f"patch sets (weld region) {sets_roi.counts()}")
@@ -324,14 +325,9 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
     from core.scanning import patch_scores
 
     final = bundle.model  # the last segment's model
-    if slope:
-        across = calibration_across_films(
-            lambda x, r, s: patch_scores(x, final, regions=r, slopes=s, slope_bounds=bounds), split,
-            sets_roi, n_per_film=budget_obj.n_calibration // 2, fpr=budget_obj.fpr, slope_bounds=bounds)
-    else:
-        across = calibration_across_films(
-            lambda x, r: patch_scores(x, final, regions=r, edge_band_px=EDGE_ZONES_PX), split, sets_roi,
-            n_per_film=budget_obj.n_calibration // 2, fpr=budget_obj.fpr)
+    across = calibration_across_films(
+        lambda x, r, s=None: patch_scores(x, final, regions=r, slopes=s, **scoring), split, sets_roi,
+        n_per_film=budget_obj.n_calibration // 2, fpr=budget_obj.fpr, **scoring)
     if across is not None:
         across["minutes"] = minutes[-1]
         log("calibration across films: FPR on the film left out " + ", ".join(
@@ -351,12 +347,8 @@ def run_learning_curve(data, out, *, minutes=CURVE_MINUTES, recipe: Recipe = Rec
     if slope:  # the models are the recipe's curve's
         result["models"] = f"curve/{recipe.label}"
     for sigma in HIGHPASS_SIGMAS:
-        if slope:
-            numbers, _ = evaluate_residual_scores(highpass_scorer(sigma, slope_bounds=bounds), sets_roi,
-                                                  fpr=budget_obj.fpr, slope_bounds=bounds)
-        else:
-            numbers, _ = evaluate_residual_scores(highpass_scorer(sigma, EDGE_ZONES_PX), sets_roi,
-                                                  fpr=budget_obj.fpr, edge_band_px=EDGE_ZONES_PX)
+        numbers, _ = evaluate_residual_scores(highpass_scorer(sigma, **scoring), sets_roi,
+                                              fpr=budget_obj.fpr, **scoring)
         result["highpass"][f"{sigma:g}"] = {"roi": _point(numbers)}
         if sets_whole is not None:
             whole, _ = evaluate_residual_scores(highpass_scorer(sigma), sets_whole, fpr=budget_obj.fpr)
@@ -439,9 +431,8 @@ def calibration_across_films(score, split, patch_sets, *, n_per_film: int, fpr: 
         thr = calibrate(others, fpr=fpr, **zoning)
         out["films"][item.name] = {"role": role, "n": n_per_film,
                                    "fpr": float(np.mean(thr.flagged(scores[item.name])))}
-    numbers, _ = evaluate_residual_scores(score, patch_sets, fpr=fpr, calibration_scores=np.concatenate(
-        list(scores.values())), **({"slope_bounds": slope_bounds, "slope_sigma_px": slope_sigma_px}
-                                   if slope_bounds else {"edge_band_px": edge_band_px}))
+    numbers, _ = evaluate_residual_scores(score, patch_sets, fpr=fpr,
+                                          calibration_scores=np.concatenate(list(scores.values())), **zoning)
     out["pooled"] = _point(numbers)
     return out
 

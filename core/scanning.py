@@ -599,15 +599,15 @@ def aperture_regions(regions, bounds, *, slopes=None, slope_bounds=()):
     """
     if regions is None:
         return None, None
+    from core.sampler import aperture
+
     full = np.asarray(regions, bool)
-    end = OFFSET + APERTURE
-    inner = (slice(None), slice(OFFSET, end), slice(OFFSET, end))
     if slope_bounds:
         if slopes is None:
             raise ValueError("slope zones need the film's slope over each patch (slopes=...)")
-        return full[inner], slope_zones(full[inner], np.asarray(slopes)[inner], slope_bounds)
-    edges = [z[inner] for z in edge_zones(full, bounds)] if bounds else None
-    return full[inner], edges
+        return aperture(full), slope_zones(aperture(full), aperture(np.asarray(slopes)), slope_bounds)
+    edges = [aperture(z) for z in edge_zones(full, bounds)] if bounds else None
+    return aperture(full), edges
 
 
 def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int = 0, slopes=None,

@@ -33,16 +33,16 @@ from core.calibration_review import origins  # noqa: E402
 from core.contrast import GRADES, grade_patches  # noqa: E402
 from core.datasets import load_dataset  # noqa: E402
 from core.learning_curve import normalised_items  # noqa: E402
-from core.model import APERTURE, OFFSET  # noqa: E402
+from core.model import APERTURE  # noqa: E402
 from core.modelfile import load_model  # noqa: E402
 from core.normalise import normalise_indication  # noqa: E402
 from core.perturbations import SyntheticAnomalies  # noqa: E402
 from core.residual import edge_zones, local_mean_std, slope_zones  # noqa: E402
+from core.sampler import aperture  # noqa: E402
 from core.scanning import _patch_runner  # noqa: E402
 from edge_zones import joint_thresholds  # noqa: E402  (the calibration rule, any columns)
 
 QUANTILES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-INNER = (slice(None), slice(OFFSET, OFFSET + APERTURE), slice(OFFSET, OFFSET + APERTURE))
 
 
 def validation_sets(split, n, indication):
@@ -79,12 +79,12 @@ def kernel_maps(run, x, reg, slopes):
     m_all = np.zeros((len(x), APERTURE, APERTURE), np.float32)
     sd_all = np.zeros_like(m_all)
     for i in range(0, len(x), 64):
-        res = x[i:i + 64][INNER] - run(x[i:i + 64, ..., None]).numpy()[..., 0]
+        res = aperture(x[i:i + 64]) - run(x[i:i + 64, ..., None]).numpy()[..., 0]
         for j, r in enumerate(res):
             m, sd = local_mean_std(r)
             m_all[i + j], sd_all[i + j] = np.abs(m), sd
     z0, z1 = edge_zones(reg, (32, 48))
-    return m_all, sd_all, slopes[INNER], reg[INNER], z0[INNER], z1[INNER]
+    return m_all, sd_all, aperture(slopes), aperture(reg), aperture(z0), aperture(z1)
 
 
 def scores(maps, zone_fn):
