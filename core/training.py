@@ -48,6 +48,8 @@ from core.model import DROPOUT, FILTERS, PATCH
 LATENT_TARGET = 0.5  # median latent pre-activation after re-centring
 LATENT_SPREAD = 0.8  # widest 10-90 percentile spread of pre-activations after re-centring
 LATENT_MIN_LIVE = 1e-4  # re-centre when (almost) no latent pixel lies strictly inside (0, 1)
+VALIDATIONS = "validation.json"  # in a checkpoint: every validation so far
+BEST_WEIGHTS = "best_weights.npz"  # in a checkpoint: the weights of the best one
 
 
 class TrainingCancelled(Exception):
@@ -114,6 +116,9 @@ class TrainConfig:
         reconstruction terms are in grey levels, the latent in the network's units, so L_reg's
         weight is divided by ``gain**2``: the run is then the same as one on ``gain``-times larger
         patches and perturbations with the weights as given.
+    validate_every : int, optional
+        With ``train(validation=...)``: steps between validations (also at the end). The model
+        saved is the state with the best validation score, not necessarily the last.
     """
 
     steps: int = 1000
@@ -138,10 +143,13 @@ class TrainConfig:
     background_sigma: float | None = None
     background_method: str = "gaussian"
     gain: float = 1.0
+    validate_every: int | None = None
 
     def __post_init__(self):
         if self.steps < 1 or self.batch < 1:
             raise ValueError(f"steps and batch must be >= 1, got steps={self.steps}, batch={self.batch}")
+        if self.validate_every is not None and self.validate_every < 1:
+            raise ValueError(f"validate_every must be >= 1 step, got {self.validate_every}")
         if self.mixed_precision not in ("auto", "bfloat16", "off"):
             raise ValueError(f"mixed_precision must be 'auto', 'bfloat16' or 'off', not {self.mixed_precision!r}")
         if self.background_sigma is not None:
@@ -357,6 +365,8 @@ class _Trainer:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.resets = tf.Variable(0, dtype=tf.int64, trainable=False, name="dead_latent_resets")
         self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_s")
+        self.validations: list[dict] = []  # train(validation=...): one record per validation
+        self.best_weights = None  # the weights of the best-scoring validation
         # Dropout draws from per-layer seed generators: checkpoint their states so a resumed run
         # continues the very same dropout masks.
         seeds = tf.Module()
@@ -431,6 +441,9 @@ class _Trainer:
         fresh.mkdir(parents=True)
         (fresh / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2), encoding="utf-8")
         self.ckpt.write(str(fresh / "state"))
+        if self.validations:  # the best state so far travels with the checkpoint
+            (fresh / VALIDATIONS).write_text(json.dumps(self.validations, indent=1), encoding="utf-8")
+            np.savez(fresh / BEST_WEIGHTS, *self.best_weights)
         shutil.rmtree(old, ignore_errors=True)
         if directory.exists():
             os.replace(directory, old)
@@ -473,6 +486,38 @@ class _Trainer:
                                  f"{float(saved.get('gain', 1.0)):g}, this run asks for "
                                  f"{self.config.gain:g}; resume with the same --gain")
         self.ckpt.read(str(directory / "state")).assert_existing_objects_matched()
+        if (directory / VALIDATIONS).is_file() and (directory / BEST_WEIGHTS).is_file():
+            self.validations = json.loads((directory / VALIDATIONS).read_text(encoding="utf-8"))
+            with np.load(directory / BEST_WEIGHTS) as saved:
+                self.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+    def validate(self, validation, step: int) -> dict:
+        """Run ``validation(model)``, record it, and keep the weights if it is the best so far
+        (ties go to the later state, which has trained longer)."""
+        t0 = time.perf_counter()
+        result = validation(self.model)
+        record = {"step": step, "elapsed_s": round(float(self.elapsed.numpy()), 2), **result,
+                  "seconds": round(time.perf_counter() - t0, 2)}
+        best = best_validation(self.validations)
+        if best is None or record["score"] >= best["score"]:
+            self.best_weights = [w.copy() for w in self.model.get_weights()]
+        self.validations.append(record)
+        return record
+
+
+def _validation_progress(records) -> dict:
+    if not records:
+        return {}
+    return {"validation": records[-1], "best_validation": best_validation(records)}
+
+
+def best_validation(records) -> dict | None:
+    """The record with the best score (the latest of equal ones), or None."""
+    best = None
+    for record in records:
+        if best is None or record["score"] >= best["score"]:
+            best = record
+    return best
 
 
 def checkpoint_to_read(directory) -> Path:
@@ -572,7 +617,7 @@ def _initial_weights(init_weights, config: TrainConfig):
 
 
 def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=None, cancel=None,
-          resume_from=None, init_weights=None):
+          resume_from=None, init_weights=None, validation=None):
     """Train the autoencoder and save it with its provenance.
 
     Parameters
@@ -600,6 +645,14 @@ def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=N
         the first batch (they are trained already). Recorded as ``init_weights`` in the
         metadata (the file and its sha256, or the model's name). Not with ``resume_from``,
         which restores the weights itself.
+    validation : callable, optional
+        ``validation(model) -> dict`` with a ``score`` (the higher the better; e.g.
+        ``functools.partial(core.validation.validate, vset=...)``), called every
+        ``config.validate_every`` steps and at the end. The saved model is the state with the best
+        score; the checkpoint keeps the last state (``--resume`` continues training from it) and
+        the best weights so far. Every record is in the metadata (``training.validation``), and
+        progress dicts carry the latest (``validation``) and the best (``best_validation``). Its
+        time counts towards ``config.budget_s``.
 
     Returns
     -------
@@ -671,13 +724,19 @@ def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=N
         t_prev = now
         elapsed = elapsed0 + now - t_start
         trainer.elapsed.assign(elapsed)
+        at_end = step >= config.steps or (config.budget_s is not None and elapsed >= config.budget_s)
+        if validation is not None and config.validate_every and (step % config.validate_every == 0 or at_end):
+            trainer.validate(validation, step)
+            t_prev = time.perf_counter()  # the step times (samples/s) leave the validation out
+            elapsed = elapsed0 + t_prev - t_start  # the budget does not
+            trainer.elapsed.assign(elapsed)
         if progress is not None:
             window = (times[1:] if len(times) > 1 else times)[-10:]  # the first step traces
             progress(
                 dict(
                     step=step, steps=config.steps, lr=lr, elapsed_s=elapsed,
                     samples_per_s=2 * config.batch * len(window) / max(sum(window), 1e-9),
-                    **last,
+                    **last, **_validation_progress(trainer.validations),
                 )
             )
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
@@ -685,7 +744,17 @@ def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=N
         if config.budget_s is not None and elapsed >= config.budget_s:
             stopped = True
             break
-    trainer.save_checkpoint(ckpt_dir)
+    if validation is not None and (not trainer.validations or trainer.validations[-1]["step"] != step):
+        trainer.validate(validation, step)  # a resumed run with no step left, or no validate_every
+        trainer.elapsed.assign(elapsed0 + time.perf_counter() - t_start)
+    trainer.save_checkpoint(ckpt_dir)  # the last state, to resume from
+    validated = None
+    if validation is not None and trainer.validations:  # resumed without validation: the last state
+        best = best_validation(trainer.validations)
+        if best["step"] != step:
+            trainer.model.set_weights(trainer.best_weights)
+        validated = {"every": config.validate_every, "chosen_step": best["step"], "chosen_score": best["score"],
+                     "last_score": trainer.validations[-1]["score"], "history": trainer.validations}
     explained = None if x_ok is None else explained_variance(trainer.model, x_ok)
 
     metadata = {
@@ -715,6 +784,8 @@ def train(config: TrainConfig, okay_sampler, perturbation_sources, *, progress=N
             "background_sigma": config.background_sigma,
         },
     }
+    if validated is not None:  # final_losses are the last step's; the weights are the chosen step's
+        metadata["training"]["validation"] = validated
     if config.background_sigma is not None:
         rule = {"gaussian": "image - gaussian(image, sigma) + 0.5",
                 "twicing": "image - (2 g - gaussian(g, sigma)) + 0.5, g = gaussian(image, sigma)"}

@@ -101,6 +101,10 @@ class StatusWriter:
     def progress(self, p: dict) -> None:
         self.data.update(step=int(p["step"]), steps=int(p["steps"]), elapsed_s=float(p["elapsed_s"]),
                          samples_per_s=float(p["samples_per_s"]), loss=float(p["total"]))
+        if "validation" in p:  # train(validation=...): the latest and the best so far
+            self.data["validation"] = {"step": p["validation"]["step"], "score": p["validation"]["score"],
+                                       "best_step": p["best_validation"]["step"],
+                                       "best_score": p["best_validation"]["score"]}
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now

@@ -210,6 +210,75 @@ def test_a_run_from_the_form_with_a_calibration_folder_ends_calibrated_and_is_us
     assert w.bundle.thresholds.fpr_target == 0.05 and w.bundle.thresholds.n_okay == 90  # 4.5 / fpr
 
 
+def test_keep_the_best_state_needs_a_calibration_folder_and_gives_validate_every(
+        qtbot, window, tmp_path):
+    from app.training_runs import VALIDATION_TIP
+
+    dialog = open_from_menu(window)
+    click(qtbot, dialog.new_button)
+    form = dialog.form
+    assert form.keep_best.toolTip() == VALIDATION_TIP and form.validate_every.toolTip() == VALIDATION_TIP
+    assert "every N steps" in VALIDATION_TIP and "20 s" in VALIDATION_TIP and "time budget" in VALIDATION_TIP
+    assert form.keep_best.text() == "Keep the best state, validate every"
+    assert form.validate_every.value() == 100 and form.validate_every.suffix() == " steps"
+    assert (form.validate_every.minimum(), form.validate_every.maximum()) == (1, 100_000)
+    form.synthetic.setValue(1)
+    # no calibration folder: nothing to validate on
+    assert not form.keep_best.isEnabled() and not form.validate_every.isEnabled()
+    assert not form.keep_best.isChecked() and form.options()["validate_every"] is None
+    form.calibration.setText(str(tmp_path))
+    assert form.keep_best.isEnabled() and not form.validate_every.isEnabled()  # not asked for yet
+    assert form.options()["validate_every"] is None
+    click(qtbot, form.keep_best)
+    assert form.keep_best.isChecked() and form.validate_every.isEnabled()
+    assert form.options()["validate_every"] == 100
+    form.validate_every.setValue(250)
+    options = form.options()
+    assert options["validate_every"] == 250 and options["calibrate_data"] == str(tmp_path.resolve())
+    from core.training_runs import train_arguments
+
+    args = train_arguments(tmp_path / "run", options)
+    assert args[args.index("--validate-every") + 1] == "250"
+    click(qtbot, form.keep_best)  # unchecked again
+    assert not form.validate_every.isEnabled() and form.options()["validate_every"] is None
+    click(qtbot, form.keep_best)
+    form.calibration.setText("  ")  # the folder taken away: checked, but not usable
+    assert not form.keep_best.isEnabled() and not form.validate_every.isEnabled()
+    assert form.options()["validate_every"] is None
+    assert "--validate-every" not in train_arguments(tmp_path / "run", form.options())
+    form.reject()
+
+
+def test_a_validated_run_shows_its_latest_and_best_validation(qtbot, window):
+    import json
+
+    from app.training_runs import validation_text
+    from core import training_runs as tr
+
+    dialog = open_from_menu(window)
+    folder = dialog.folder / "validated"
+    folder.mkdir()
+    options = {"synthetic": 1, "calibrate_data": "/held/out", "validate_every": 100}
+    (folder / tr.REQUEST).write_text(json.dumps({"created": 1.0, "options": options}))
+    message = ("trained 300 steps; saved the state of step 200 (validation 61.2 %), not the last, "
+               "step 300 (52.0 %)")
+    status = {"state": "finished", "step": 300, "steps": 300, "elapsed_s": 300.0, "budget_s": 300.0,
+              "message": message,
+              "validation": {"step": 300, "score": 0.52, "best_step": 200, "best_score": 0.612}}
+    (folder / tr.STATUS).write_text(json.dumps(status))
+    dialog.select_run("validated")
+    lines = dialog.details.toPlainText().splitlines()
+    assert lines[0] == f"validated: finished: {message}"
+    assert lines[1] == "validation 52.0 % at step 300; best step 200 (61.2 %)"
+    assert "validate_every 100" in lines[2]
+    # before the first validation (or without validation): no such line
+    assert validation_text(tr.TrainingRun(folder, "x", {}, {"state": "running", "step": 3})) is None
+    status.pop("validation")
+    (folder / tr.STATUS).write_text(json.dumps(status))
+    dialog.refresh()
+    assert "validation 52.0 %" not in dialog.details.toPlainText()
+
+
 def test_a_calibrating_run_reads_calibrating_in_the_table(tmp_path):
     from app.training_runs import row_cells, state_text
     from core import training_runs as tr

@@ -220,7 +220,7 @@ def patch_count(fpr: float, patches: int | None = None) -> int:
 
 
 def draw_okay_patches(metadata: dict, n: int, *, data=None, synthetic: int = 0, seed: int = DEFAULT_SEED,
-                      whole_image: bool = False, slopes: bool = False):
+                      whole_image: bool = False, slopes: bool = False, held_out=None, quiet: bool = False):
     """``n`` held-out okay patches as the model of ``metadata`` sees them.
 
     The radiographs of ``data`` (a folder, core.datasets layouts; defect masks keep patches clear
@@ -230,6 +230,8 @@ def draw_okay_patches(metadata: dict, n: int, *, data=None, synthetic: int = 0, 
     drawn from them (the whole image with ``whole_image``) with ``seed``. With ``slopes`` the raw
     radiographs' slope (``core.residual.slope_map``, as a scan computes it) is cut at the same
     places and returned fifth, for zones by slope (the draws are the same either way).
+    ``held_out``, what :func:`_held_out` returned for the same sources, spares reading them again;
+    ``quiet`` leaves out the line that says how many patches will be scored.
 
     Returns
     -------
@@ -248,11 +250,12 @@ def draw_okay_patches(metadata: dict, n: int, *, data=None, synthetic: int = 0, 
     from core.residual import slope_map
     from core.sampler import PatchSampler
 
-    images, masks, rois, pixel, sources = _held_out(data, synthetic, seed, whole_image)  # raw: weld regions
+    images, masks, rois, pixel, sources = held_out or _held_out(data, synthetic, seed, whole_image)  # raw
     slope_maps = [slope_map(image) for image in images] if slopes else None  # of the raw film
     images = [model_input(image, metadata) for image in images]
     sampler = PatchSampler(images, masks, rois=rois, seed=seed)
-    print(f"scoring {n} okay patches from {len(images)} radiographs ...", file=sys.stderr, flush=True)
+    if not quiet:
+        print(f"scoring {n} okay patches from {len(images)} radiographs ...", file=sys.stderr, flush=True)
     patches, regions, geometries = sampler.okay_with_roi(n, geometries=True)
     out = (patches, None if whole_image else regions, pixel, encode_origins(sources, geometries))
     return (*out, sampler.cut(slope_maps, geometries)) if slopes else out

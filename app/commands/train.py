@@ -43,6 +43,15 @@ so the model can be used at once; a run's status says ``calibrating`` meanwhile,
 request ends the calibration. A failed or stopped calibration leaves the model saved without
 thresholds and the exit status is 3 (0: trained, and calibrated when asked; 1: an error; 2: bad
 options; 130: stopped with a checkpoint).
+
+``--validate-every STEPS`` (with the held-out radiographs above) measures the model every STEPS steps
+and at the end on those radiographs, as core.validation does: thresholds calibrated on their okay
+patches at ``--calibrate-fpr``, then the share of the paper's five synthetic anomaly types found
+on their okay weld. The model saved is the best state so measured, which need not be the last
+(training longer lost the thin types for one GDXray seed, docs/benchmark/notes.md item 12); the
+command says which, and the checkpoint keeps the last state, which ``--resume`` trains on from.
+A validation takes about 20 s on 2 cores at the default FPR (3,500 patches); it counts towards
+``--budget-min``.
 """
 
 from __future__ import annotations
@@ -124,6 +133,11 @@ def add_parser(subparsers) -> None:
     cal.add_argument("--calibrate-zones", choices=("distance", "slope"), help="zones of the weld region "
                      "with thresholds of their own: by distance from its edge (default) or by the raw "
                      "film's slope (calibrate's --zones)")
+    cal.add_argument("--validate-every", type=int, metavar="STEPS",
+                     help="every STEPS steps and at the end, measure the model on the held-out radiographs "
+                     "(the paper's five synthetic anomaly types added to their okay weld, at thresholds "
+                     "calibrated on their okay patches at --calibrate-fpr) and save the best state instead "
+                     "of the last (core.validation); the checkpoint keeps the last state for --resume")
     p.add_argument("--from-verdicts", action="store_true",
                    help="fine-tune the active model on the verdicts given (as `weldreview retrain --from-verdicts`)")
     p.set_defaults(func=run)
@@ -235,6 +249,12 @@ def _wants_calibration(args) -> bool:
 
 def _check_calibration(args) -> str | None:
     """Why the calibration options cannot work (checked before training, not hours later), or None."""
+    every = getattr(args, "validate_every", None)
+    if every is not None and every < 1:
+        return f"--validate-every must be a number of steps, got {every}"
+    if every is not None and not _wants_calibration(args):
+        return "--validate-every needs --calibrate-data DIR and/or --calibrate-synthetic N (held-out " \
+               "radiographs to validate on)"
     if not _wants_calibration(args):
         given = [f"--calibrate-{name}" for name in ("fpr", "patches", "seed", "zones")
                  if getattr(args, f"calibrate_{name}", None) is not None]
@@ -327,6 +347,48 @@ def _calibrate(args, out: Path, status, cancel, trained: str) -> int:
     return 0
 
 
+def _validation(args, sigma, method):
+    """``validation(model)`` for core.training.train: core.validation on the held-out radiographs."""
+    from functools import partial
+
+    from app.commands.calibrate import DEFAULT_FPR, DEFAULT_SEED, _held_out, draw_okay_patches, patch_count
+    from core.normalise import model_input, normalise_indication
+    from core.validation import validate, validation_set
+
+    fpr = DEFAULT_FPR if args.calibrate_fpr is None else args.calibrate_fpr
+    seed = DEFAULT_SEED if args.calibrate_seed is None else args.calibrate_seed
+    held_out = _held_out(args.calibrate_data, args.calibrate_synthetic or 0, seed, False)
+    metadata = {"input": {"background_sigma": sigma, "background_method": method}} if sigma is not None else {}
+    # the very okay patches the calibration at the end draws: a state is measured at the thresholds
+    # it would be given (fresh ones set other thresholds; notes item 12)
+    okay = draw_okay_patches(metadata, patch_count(fpr, args.calibrate_patches), seed=seed,
+                             held_out=held_out, quiet=True)[:2]
+    images, masks, rois = held_out[:3]
+    vset = validation_set([model_input(image, metadata) for image in images], masks, rois, fpr=fpr, okay=okay,
+                          indication=None if sigma is None else partial(normalise_indication, sigma=sigma,
+                                                                        method=method))
+    _say(args, f"validating every {args.validate_every} steps and at the end on {len(images)} held-out "
+               f"radiographs: the calibration's {len(vset.okay)} okay patches set thresholds at FPR {fpr:g}, "
+               f"{len(vset) - len(vset.okay)} synthetic anomalies ({', '.join(vset.anomalies)}) are looked for")
+    return partial(validate, vset=vset)
+
+
+def validation_line(record: dict, best: dict) -> str:
+    """One validation as the command and a run's status say it."""
+    types = ", ".join(f"{kind.replace('_', ' ')} {100 * rate:.0f}" for kind, rate in record["tpr"].items())
+    return (f"validation at step {record['step']}: {100 * record['score']:.1f} % of the synthetic anomalies "
+            f"found ({types}); best so far step {best['step']} ({100 * best['score']:.1f} %)")
+
+
+def chosen_line(training: dict) -> str | None:
+    """What the saved model is when validation chose an earlier state than the last, else None."""
+    v = training.get("validation")
+    if not v or v["chosen_step"] == training["steps"]:
+        return None
+    return (f"saved the state of step {v['chosen_step']} (validation {100 * v['chosen_score']:.1f} %), not "
+            f"the last, step {training['steps']} ({100 * v['last_score']:.1f} %)")
+
+
 def _default_gain(sigma, resuming: Path | None) -> float:
     """The input gain when --gain is not given: a resumed run keeps its checkpoint's (runs started
     before the gain existed have 1), a new one takes 8 with background removal, else 1."""
@@ -405,8 +467,17 @@ def run(args) -> int:
         dropout=DROPOUT if args.dropout is None else args.dropout,
         budget_s=args.budget_min * 60 if args.budget_min else None, images=names,
         perturbations=[getattr(s, "name", type(s).__name__) for s in sources], overwrite=args.force,
-        name=out.stem, background_sigma=sigma, background_method=method,
+        name=out.stem, background_sigma=sigma, background_method=method, validate_every=args.validate_every,
     )
+    validation = None
+    if args.validate_every:
+        from core.errors import WeldreviewError
+
+        try:
+            validation = _validation(args, sigma, method)
+        except WeldreviewError as exc:
+            print(f"weldreview train: --validate-every: {exc}", file=sys.stderr)
+            return 2
     resume = out.with_suffix(".ckpt") if args.resume else None
     normalised = "" if sigma is None else f" (background removed, sigma {sigma:g} px, {method}, gain {gain:g})"
     _say(args, f"training on {device_name()}: {len(images)} radiographs{normalised}, perturbations {spec}, "
@@ -424,11 +495,16 @@ def run(args) -> int:
         cancelled["flag"] = True
         print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
 
+    said = {"step": None}
+
     def progress(p):
         if bar is not None:
             bar(p)
         if status is not None:
             status.progress(p)
+        if "validation" in p and p["validation"]["step"] != said["step"]:
+            said["step"] = p["validation"]["step"]
+            _say(args, validation_line(p["validation"], p["best_validation"]))
 
     def cancel():
         return cancelled["flag"] or (status is not None and status.stop_requested())
@@ -438,7 +514,7 @@ def run(args) -> int:
     try:  # the handlers stay over the calibration too: a stop request ends it
         try:
             bundle = train(config, sampler.okay, sources, progress=progress, cancel=cancel,
-                           resume_from=resume)
+                           resume_from=resume, validation=validation)
         except TrainingCancelled as exc:
             message = (f"stopped at step {exc.step}; continue with the same command and --resume "
                        f"(checkpoint {exc.checkpoint})")
@@ -453,6 +529,9 @@ def run(args) -> int:
         t = bundle.metadata["training"]
         message = (f"wrote {bundle.path} ({t['steps']} steps, {t['elapsed_s'] / 60:.1f} min, final loss "
                    f"{t['final_losses']['total']:.4g}, sha256 {bundle.sha256[:12]})")
+        chosen = chosen_line(t)
+        if chosen:
+            message += f"; {chosen}"
         print(message, flush=True)
         from core.training import latent_warning
 
