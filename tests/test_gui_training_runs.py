@@ -198,6 +198,10 @@ def test_a_run_from_the_form_with_a_calibration_folder_ends_calibrated_and_is_us
     assert run.request["options"]["calibrate_data"] == str(held_out)
     assert run.request["options"]["calibrate_fpr"] == 0.05
     assert "calibrated on the radiographs of" in run.status["message"]
+    # keeping the best state is on with a calibration folder: validated once, at the end
+    assert run.request["options"]["validate_every"] == 300
+    assert run.status["validation"]["step"] == run.status["validation"]["best_step"] == 4
+    assert "validation " in dialog.details.toPlainText() and "at step 4; best step 4" in dialog.details.toPlainText()
     assert "thresholds |mean| > " in dialog.details.toPlainText()
 
     n = len(dialog.messages)
@@ -220,18 +224,15 @@ def test_keep_the_best_state_needs_a_calibration_folder_and_gives_validate_every
     assert form.keep_best.toolTip() == VALIDATION_TIP and form.validate_every.toolTip() == VALIDATION_TIP
     assert "every N steps" in VALIDATION_TIP and "20 s" in VALIDATION_TIP and "time budget" in VALIDATION_TIP
     assert form.keep_best.text() == "Keep the best state, validate every"
-    assert form.validate_every.value() == 100 and form.validate_every.suffix() == " steps"
+    assert form.validate_every.value() == 300 and form.validate_every.suffix() == " steps"
     assert (form.validate_every.minimum(), form.validate_every.maximum()) == (1, 100_000)
     form.synthetic.setValue(1)
     # no calibration folder: nothing to validate on
     assert not form.keep_best.isEnabled() and not form.validate_every.isEnabled()
     assert not form.keep_best.isChecked() and form.options()["validate_every"] is None
-    form.calibration.setText(str(tmp_path))
-    assert form.keep_best.isEnabled() and not form.validate_every.isEnabled()  # not asked for yet
-    assert form.options()["validate_every"] is None
-    click(qtbot, form.keep_best)
-    assert form.keep_best.isChecked() and form.validate_every.isEnabled()
-    assert form.options()["validate_every"] == 100
+    form.calibration.setText(str(tmp_path))  # a calibration folder: on by default
+    assert form.keep_best.isChecked() and form.keep_best.isEnabled() and form.validate_every.isEnabled()
+    assert form.options()["validate_every"] == 300
     form.validate_every.setValue(250)
     options = form.options()
     assert options["validate_every"] == 250 and options["calibrate_data"] == str(tmp_path.resolve())
@@ -239,8 +240,11 @@ def test_keep_the_best_state_needs_a_calibration_folder_and_gives_validate_every
 
     args = train_arguments(tmp_path / "run", options)
     assert args[args.index("--validate-every") + 1] == "250"
-    click(qtbot, form.keep_best)  # unchecked again
+    click(qtbot, form.keep_best)  # the user turns it off: it stays off
     assert not form.validate_every.isEnabled() and form.options()["validate_every"] is None
+    form.calibration.setText("")
+    form.calibration.setText(str(tmp_path))
+    assert not form.keep_best.isChecked() and form.options()["validate_every"] is None
     click(qtbot, form.keep_best)
     form.calibration.setText("  ")  # the folder taken away: checked, but not usable
     assert not form.keep_best.isEnabled() and not form.validate_every.isEnabled()
