@@ -1,0 +1,54 @@
+"""The benchmark's figures with the application's weld region (bead + heat-affected zone); notes item 13.
+
+The protocol is unchanged except the weld region of every film: ``core.roi.find_weld(image,
+include_haz=True)``, as the main window scans and ``weldreview calibrate`` calibrates, instead of
+the bead alone (``core.benchmark.weld_region``). Patch centres, the scored kernels and the zones
+follow it. Prints, per model and per kind of zones, TPR % at 0.1 % FPR (high / mid / low, then the
+five synthetic types), the FPR on the test films and the interior |mean| threshold.
+
+    .venv/bin/python docs/scripts/haz_region.py haz|bead MODEL.keras [MODEL.keras ...]
+
+Models of the live recipe (background removal sigma 24, twicing), e.g.
+docs/benchmark/curve/SNI_dropout0_background24-twicing_gain8_per0.25/model_5min.keras. About 4
+minutes per model on 2 cores.
+"""
+import sys
+from functools import partial
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+DATA = REPO.parent / "shared" / "datasets" / "gdxray-welds"
+
+from core.benchmark import BUDGETS, build_patch_sets, evaluate_ood, make_split  # noqa: E402
+from core.datasets import load_dataset  # noqa: E402
+from core.learning_curve import normalised_items  # noqa: E402
+from core.modelfile import load_model  # noqa: E402
+from core.normalise import normalise_indication  # noqa: E402
+from core.roi import find_weld  # noqa: E402
+
+SETS = ("high", "mid", "low", "circular_hollow", "dogbone", "elongated", "partial_circle", "raster")
+
+
+def main():
+    haz = sys.argv[1] == "haz"
+    items = load_dataset(DATA, include_unmasked=False)
+    if haz:  # the region core.benchmark.weld_region would otherwise find and cache
+        for item in items:
+            item._weld_region = find_weld(item.image, include_haz=True).mask
+    indication = partial(normalise_indication, sigma=24, method="twicing")
+    sets = build_patch_sets(make_split(normalised_items(items, 24, "twicing")), BUDGETS["small"], roi=True,
+                            indication=indication, slopes=True)
+    print("region:", "bead + HAZ (the application)" if haz else "bead (the benchmark)")
+    for path in sys.argv[2:]:
+        model = load_model(path).model
+        for zones in ("distance", "slope"):
+            numbers, _ = evaluate_ood(model, sets, fpr=0.001, zones=zones)
+            tpr = numbers["tpr"]
+            print(f"{path} {zones}: " + " / ".join(f"{100 * tpr[k]:.0f}" for k in SETS)
+                  + f"; test FPR {100 * numbers['fpr_test']:.1f} %; interior |mean| threshold "
+                  f"{numbers['thresholds']['mean']:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
