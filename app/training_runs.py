@@ -57,9 +57,9 @@ VALIDATION_TIP = (
     "(thresholds set on their okay patches at the calibration FPR, then the share of the paper's five "
     "synthetic anomaly types found on their weld) and save the best state so measured, which need not "
     "be the last (the checkpoint keeps the last; Resume trains on from it). Each validation takes "
-    "about 20 s on 2 cores at the default FPR and counts towards the time budget. Needs a "
+    "about 25-35 s on 2 cores at the default FPR and counts towards the time budget. Needs a "
     "calibration folder.")
-# steps; a 5-minute training on 2 cores is about 300, and a validation about 25 s of it (8 %)
+# steps: about 6 minutes of training on 2 cores; a validation (25-35 s) adds about 8 %
 DEFAULT_VALIDATE_EVERY = 300
 DROPOUT = 0.0  # measured: the paper's 0.12 leaves a gap between training and inference
 WARMUP_STEPS = 50

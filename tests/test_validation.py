@@ -211,3 +211,10 @@ def test_cli_refuses_validation_without_held_out_radiographs_before_training(tmp
     err = capsys.readouterr().err
     assert "--validate-every: no held-out radiograph with a weld region" in err
     assert not out.exists()
+
+
+def test_validation_does_not_apply_to_retraining_from_verdicts(capsys):
+    from app.cli import main
+
+    assert main(["train", "--from-verdicts", "--validate-every", "100"]) == 2
+    assert "--validate-every do not apply to --from-verdicts" in capsys.readouterr().err

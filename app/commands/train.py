@@ -50,7 +50,7 @@ patches at ``--calibrate-fpr``, then the share of the paper's five synthetic ano
 on their okay weld. The model saved is the best state so measured, which need not be the last
 (training longer lost the thin types for one GDXray seed, docs/benchmark/notes.md item 12); the
 command says which, and the checkpoint keeps the last state, which ``--resume`` trains on from.
-A validation takes about 20 s on 2 cores at the default FPR (3,500 patches); it counts towards
+A validation takes 25-35 s on 2 cores at the default FPR (5,000 patches); it counts towards
 ``--budget-min``.
 """
 
@@ -415,9 +415,10 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     if getattr(args, "from_verdicts", False):
-        if _wants_calibration(args):
-            print("weldreview train: --calibrate-data/--calibrate-synthetic do not apply to --from-verdicts: "
-                  "it calibrates the retrained model on held-back verdicts itself", file=sys.stderr)
+        if _wants_calibration(args) or getattr(args, "validate_every", None) is not None:
+            print("weldreview train: --calibrate-data/--calibrate-synthetic/--validate-every do not apply to "
+                  "--from-verdicts: it calibrates and qualifies the retrained model on held-back verdicts "
+                  "itself", file=sys.stderr)
             return 2
         if sigma is not None:
             print("weldreview train: --background does not apply to --from-verdicts: the retrained "
