@@ -542,6 +542,7 @@ def run(args) -> int:
             message += f"; warning: {warning}"
         if _wants_calibration(args):
             del bundle  # the calibration loads the saved model itself
+            validation = None  # nor does it need the validation's patches held in memory
             return _calibrate(args, out, status, cancel, message)
         if status is not None:
             status.finish("finished", message)
