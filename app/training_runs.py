@@ -129,6 +129,15 @@ def runs_folder(main_window) -> Path:
     return tr.runs_dir(home)
 
 
+def _row(check: QCheckBox, value) -> QHBoxLayout:
+    """A form row: a check box and the value it turns on, left-aligned."""
+    row = QHBoxLayout()
+    row.addWidget(check)
+    row.addWidget(value)
+    row.addStretch(1)
+    return row
+
+
 def _item(text: str) -> QTableWidgetItem:
     item = QTableWidgetItem(text)
     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
@@ -179,10 +188,6 @@ class NewRunDialog(QDialog):
         self.validate_every.setSuffix(" steps")
         self.validate_every.setValue(DEFAULT_VALIDATE_EVERY)
         self.validate_every.setToolTip(VALIDATION_TIP)
-        validation_row = QHBoxLayout()
-        validation_row.addWidget(self.keep_best)
-        validation_row.addWidget(self.validate_every)
-        validation_row.addStretch(1)
         self._update_validation()
         self.synthetic = QSpinBox()
         self.synthetic.setRange(0, 10_000)
@@ -213,10 +218,6 @@ class NewRunDialog(QDialog):
         self.background.toggled.connect(self.sigma.setEnabled)
         self.background.setChecked(False)
         self.sigma.setEnabled(False)
-        background_row = QHBoxLayout()
-        background_row.addWidget(self.background)
-        background_row.addWidget(self.sigma)
-        background_row.addStretch(1)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setToolTip("Seed of the initial weights and of the patch draws")
@@ -241,11 +242,11 @@ class NewRunDialog(QDialog):
         form.addRow("Name", self.name)
         form.addRow("Data folder", data_row)
         form.addRow("Calibration folder", calibration_row)
-        form.addRow("Validation", validation_row)
+        form.addRow("Validation", _row(self.keep_best, self.validate_every))
         form.addRow("Synthetic welds", self.synthetic)
         form.addRow("Perturbations", self.perturbations)
         form.addRow("Time budget", self.budget)
-        form.addRow("Background", background_row)
+        form.addRow("Background", _row(self.background, self.sigma))
         form.addRow("Seed", self.seed)
         advanced = QGroupBox("Advanced")
         adv = QFormLayout(advanced)

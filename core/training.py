@@ -498,10 +498,9 @@ class _Trainer:
         result = validation(self.model)
         record = {"step": step, "elapsed_s": round(float(self.elapsed.numpy()), 2), **result,
                   "seconds": round(time.perf_counter() - t0, 2)}
-        best = best_validation(self.validations)
-        if best is None or record["score"] >= best["score"]:
-            self.best_weights = [w.copy() for w in self.model.get_weights()]
         self.validations.append(record)
+        if best_validation(self.validations) is record:
+            self.best_weights = [w.copy() for w in self.model.get_weights()]
         return record
 
 

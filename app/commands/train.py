@@ -357,14 +357,15 @@ def _validation(args, sigma, method):
 
     fpr = DEFAULT_FPR if args.calibrate_fpr is None else args.calibrate_fpr
     seed = DEFAULT_SEED if args.calibrate_seed is None else args.calibrate_seed
-    held_out = _held_out(args.calibrate_data, args.calibrate_synthetic or 0, seed, False)
+    raw, masks, rois, pixel, sources = _held_out(args.calibrate_data, args.calibrate_synthetic or 0, seed, False)
     metadata = {"input": {"background_sigma": sigma, "background_method": method}} if sigma is not None else {}
+    images = [model_input(image, metadata) for image in raw]  # as the model will see them, once
     # the very okay patches the calibration at the end draws: a state is measured at the thresholds
-    # it would be given (fresh ones set other thresholds; notes item 12)
-    okay = draw_okay_patches(metadata, patch_count(fpr, args.calibrate_patches), seed=seed,
-                             held_out=held_out, quiet=True)[:2]
-    images, masks, rois = held_out[:3]
-    vset = validation_set([model_input(image, metadata) for image in images], masks, rois, fpr=fpr, okay=okay,
+    # it would be given (fresh ones set other thresholds; notes item 12). The images are normalised
+    # already, hence no metadata here.
+    okay = draw_okay_patches({}, patch_count(fpr, args.calibrate_patches), seed=seed, quiet=True,
+                             held_out=(images, masks, rois, pixel, sources))[:2]
+    vset = validation_set(images, masks, rois, fpr=fpr, okay=okay,
                           indication=None if sigma is None else partial(normalise_indication, sigma=sigma,
                                                                         method=method))
     _say(args, f"validating every {args.validate_every} steps and at the end on {len(images)} held-out "

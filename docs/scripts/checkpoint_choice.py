@@ -17,6 +17,7 @@ it, a fresh draw of the same films.
 Without labels: every curve with stored models in docs/benchmark/curve/. About 25 s per model on
 2 cores.
 """
+import functools
 import json
 import sys
 from functools import partial
@@ -28,12 +29,12 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "datasets" / "gdxray-welds"
 CURVES = REPO / "docs" / "benchmark" / "curve"
-PROTOCOL_OKAY = False
 SYNTHETIC = ("circular_hollow", "dogbone", "elongated", "partial_circle", "raster")
 DEFECTS = ("high", "mid", "low")
 
 
-def validation_for(sigma, method, cache={}):
+@functools.cache
+def validation_for(sigma, method, protocol_okay):
     """The validation set of the split's calibration films, as a model with this input sees them."""
     from core.benchmark import make_split, weld_region
     from core.datasets import load_dataset
@@ -41,24 +42,22 @@ def validation_for(sigma, method, cache={}):
     from core.normalise import normalise_indication
     from core.validation import validation_set
 
-    key = (sigma, method)
-    if key not in cache:
-        items = load_dataset(DATA, include_unmasked=False)
-        if sigma:
-            items = normalised_items(items, sigma, method)
-        calib = [it for it in make_split(items).calibration if it.mask_path is not None]
-        indication = partial(normalise_indication, sigma=sigma, method=method) if sigma else None
-        okay = None
-        if PROTOCOL_OKAY:  # the okay patches that set the curve's thresholds
-            from core.benchmark import BUDGETS, build_patch_sets
+    items = load_dataset(DATA, include_unmasked=False)
+    if sigma:
+        items = normalised_items(items, sigma, method)
+    calib = [it for it in make_split(items).calibration if it.mask_path is not None]
+    indication = partial(normalise_indication, sigma=sigma, method=method) if sigma else None
+    okay = None
+    if protocol_okay:  # the okay patches that set the curve's thresholds
+        from core.benchmark import BUDGETS, build_patch_sets
 
-            sets = build_patch_sets(make_split(items), BUDGETS["small"], roi=True, indication=indication)
-            okay = (sets.calibration_okay, sets.regions["calibration_okay"])
-        cache[key] = validation_set([it.image for it in calib], [it.mask for it in calib],
-                                    [weld_region(it) for it in calib], indication=indication, okay=okay)
-        print(f"validation set: {[it.name for it in calib]}, {len(cache[key].okay)} okay patches, "
-              f"sigma {sigma}", flush=True)
-    return cache[key]
+        sets = build_patch_sets(make_split(items), BUDGETS["small"], roi=True, indication=indication)
+        okay = (sets.calibration_okay, sets.regions["calibration_okay"])
+    vset = validation_set([it.image for it in calib], [it.mask for it in calib],
+                          [weld_region(it) for it in calib], indication=indication, okay=okay)
+    print(f"validation set: {[it.name for it in calib]}, {len(vset.okay)} okay patches, sigma {sigma}",
+          flush=True)
+    return vset
 
 
 def main():
@@ -69,11 +68,9 @@ def main():
     from core.validation import validate
 
     curves = {c["label"]: c for c in json.loads((REPO / "docs/benchmark/learning_curve.json").read_text())["curves"]}
-    global PROTOCOL_OKAY
     args = sys.argv[1:]
-    PROTOCOL_OKAY = "--protocol-okay" in args
-    args = [a for a in args if a != "--protocol-okay"]
-    labels = args or [p.name for p in sorted(CURVES.iterdir()) if list(p.glob("model_*min.keras"))]
+    protocol_okay = "--protocol-okay" in args
+    labels = [a for a in args if a != "--protocol-okay"] or [p.name for p in sorted(CURVES.iterdir()) if list(p.glob("model_*min.keras"))]
     print("| curve | minutes | validation % | " + " | ".join(SYNTHETIC) + " | test: " + " / ".join(DEFECTS)
           + " | test: synthetic | test synthetic mean | kept |")
     pairs = []
@@ -85,7 +82,8 @@ def main():
                 continue
             bundle = load_model(path)
             sigma = background_sigma(bundle.metadata)
-            v = validate(bundle.model, validation_for(sigma, background_method(bundle.metadata) if sigma else None))
+            v = validate(bundle.model, validation_for(sigma, background_method(bundle.metadata) if sigma else None,
+                                                      protocol_okay))
             tpr = point["tpr"]
             test_syn = float(np.mean([tpr[k] for k in SYNTHETIC]))
             rows.append((point["minutes"], v, tpr, test_syn))
