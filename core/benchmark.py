@@ -531,6 +531,9 @@ def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px=EDGE_
     band's width, or 0 for none) has its own pair of thresholds, as a scan has
     (``core.calibration``). ``zones="slope"`` splits the region by the raw film's slope instead
     (``patch_sets.slopes``; bounds :func:`calibration_slope_bounds`, ``edge_band_px`` unused).
+    Regions given as label maps with a heat-affected zone (``core.roi.WeldROI.labels``) give that
+    zone a pair of its own and measure the edge zones from the bead's edge, as the application
+    calibrates (``core.residual.weld_zones``).
 
     Returns
     -------
@@ -543,15 +546,20 @@ def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px=EDGE_
 
     if zones not in ZONES:
         raise ValueError(f"unknown zones {zones!r}; choose one of {', '.join(ZONES)}")
+    from core.residual import has_haz
+
     scoring = ({"slope_bounds": calibration_slope_bounds(patch_sets)} if zones == "slope"
                else {"edge_band_px": edge_band_px})
+    if zones != "slope" and has_haz((patch_sets.regions or {}).get("calibration_okay")):
+        scoring["haz"] = True
     return evaluate_residual_scores(
         lambda x, r, s=None: patch_scores(x, model, regions=r, slopes=s, **scoring), patch_sets,
         fpr=fpr, **scoring)
 
 
 def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_band_px: int = 0,
-                             calibration_scores=None, slope_bounds=(), slope_sigma_px=None):
+                             calibration_scores=None, slope_bounds=(), slope_sigma_px=None,
+                             haz: bool = False):
     """:func:`evaluate_ood` for any ``score(patches, regions) -> (N, 2 + 2 * zones)`` of the residual tests.
 
     Columns: the pair over the weld region's interior, then one pair per edge zone
@@ -560,6 +568,7 @@ def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_b
     films). With ``slope_bounds`` the zones are by the raw film's slope instead: ``score(patches,
     regions, slopes)`` with ``patch_sets.slopes``, the pair over the flattest part, then one per
     bound (``core.residual.slope_zones``), recorded with ``slope_sigma_px`` (default the sets').
+    With ``haz`` the heat-affected zone's pair comes after the interior's (``core.residual.weld_zones``).
 
     ``regions`` is None when the patch sets have none. Used for the OOD detector and for reference
     detectors (a high-pass filter in place of the autoencoder, ``core.learning_curve``).
@@ -568,7 +577,7 @@ def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_b
 
     regions = patch_sets.regions or {}
     slope_bounds = tuple(float(b) for b in slope_bounds)
-    zoning = {"edge_band_px": edge_band_px}
+    zoning = {"edge_band_px": edge_band_px, "haz": haz}
     if slope_bounds:
         if patch_sets.slopes is None or not regions:
             raise ValueError("slope zones need weld regions and the film's slope over the patches "
@@ -604,29 +613,29 @@ def tpr_by_zone(patch_sets: PatchSets, thr, scores: dict) -> dict:
     anomaly's own included): ``thr.zone_labels()`` such as ``"slope 0.0021-0.0046"``, then
     ``"interior"`` (the flattest part) and ``"outside"``.
     """
-    from core.residual import edge_zones
+    from core.residual import weld_zones
 
     if not patch_sets.regions or not patch_sets.anomaly_centres:
         return {}
     slope_bounds = thr.slope_bounds
     if slope_bounds and patch_sets.slopes is None:
         raise ValueError("thresholds with slope zones need the film's slope over the patches")
-    bounds = slope_bounds or thr.band_bounds
     names = thr.zone_labels() + ["interior", "outside"]
+    n_zones = len(names) - 2
     out = {}
     for kind, centres in patch_sets.anomaly_centres.items():
         region = patch_sets.regions[kind]
         idx = np.arange(len(centres))
         r, c = centres[:, 0], centres[:, 1]
-        label = np.full(len(centres), len(bounds))  # interior
+        label = np.full(len(centres), n_zones)  # interior
         if slope_bounds:
             at = patch_sets.slopes[kind][idx, r, c]
             for z, b in enumerate(slope_bounds):  # increasing: the last bound reached wins
                 label[at >= b] = z
         else:
-            for z, zone in enumerate(edge_zones(region, bounds) if bounds else []):
+            for z, zone in enumerate(weld_zones(region, thr.band_bounds, haz=thr.has_haz)):
                 label[zone[idx, r, c]] = z
-        label[~region[idx, r, c]] = len(bounds) + 1
+        label[~np.asarray(region, bool)[idx, r, c]] = n_zones + 1
         flagged = thr.flagged(scores[kind])
         out[kind] = {names[z]: {"tpr": float(np.mean(flagged[label == z])), "n": int(np.sum(label == z))}
                      for z in range(len(names)) if np.any(label == z)}

@@ -25,6 +25,13 @@ all chosen by the same rule over 2 + 2 per zone columns: on GDXray a bead's shou
 inside the edge otherwise set the interior's thresholds (docs/benchmark/notes.md, item 8). A scan
 without a weld region uses the larger of each pair everywhere.
 
+Heat-affected zone. The application's weld region is the bead plus a heat-affected-zone margin
+on each side (``core.roi.find_weld(include_haz=True)``, given as a label map,
+``core.roi.WeldROI.labels``). Its edge zones are then measured from the bead's edge and the margin
+is a zone of its own, outermost (``haz=True``, ``core.residual.weld_zones``): measured from the
+region's edge, the bead's toe fell in the interior and raised its |mean| threshold from 0.017 to
+0.08 on GDXray, and no synthetic anomaly type was found (docs/benchmark/notes.md, items 13 and 15).
+
 Slope zones. Instead of distance from the region's edge, the kernels can be grouped by the slope
 of the raw film at their centre (``core.residual.slope_map``: gradient magnitude after a Gaussian
 of 16 px), split at quantiles of the okay calibration kernels' slopes (``SLOPE_QUANTILES``, the
@@ -81,6 +88,10 @@ class Thresholds:
         interior pair holds below the first bound. Exclusive with the edge band.
     slope_sigma_px : float
         The Gaussian of the slope (``core.residual.slope_map``); 0 without slope zones.
+    haz_mean, haz_std : float or None
+        Thresholds of the heat-affected zone around the bead (``core.residual.weld_zones``); the
+        edge zones' bounds are then measured from the bead's edge, not the region's. None: the
+        region is taken whole.
     """
 
     mean: float
@@ -95,15 +106,22 @@ class Thresholds:
     inner_bands: tuple = ()
     slope_zones: tuple = ()
     slope_sigma_px: float = 0.0
+    haz_mean: float | None = None
+    haz_std: float | None = None
 
     @property
     def has_edge_band(self) -> bool:
         return self.edge_band_px > 0 and self.edge_mean is not None and self.edge_std is not None
 
     @property
+    def has_haz(self) -> bool:
+        """Whether the heat-affected zone has its own pair (edge zones then from the bead's edge)."""
+        return self.haz_mean is not None and self.haz_std is not None
+
+    @property
     def has_zones(self) -> bool:
         """Whether parts of the weld region have their own pairs (edge zones or slope zones)."""
-        return self.has_edge_band or bool(self.slope_zones)
+        return self.has_edge_band or self.has_haz or bool(self.slope_zones)
 
     @property
     def slope_bounds(self) -> tuple[float, ...]:
@@ -114,6 +132,8 @@ class Thresholds:
         """How the scores are split into zones, as ``core.scanning.patch_scores`` takes it."""
         if self.slope_zones:
             return {"slope_bounds": self.slope_bounds}
+        if self.has_haz:
+            return {"edge_band_px": self.band_bounds, "haz": True}
         return {"edge_band_px": self.band_bounds}
 
     def zoning(self) -> dict:
@@ -124,11 +144,14 @@ class Thresholds:
         return zones
 
     def zone_labels(self) -> list[str]:
-        """Each zone for people, in :meth:`zone_pairs` order: ``"0-32 px"``, ``"slope >= 0.0053"``."""
+        """Each zone for people, in :meth:`zone_pairs` order: ``"0-32 px"``, ``"slope >= 0.0053"``,
+        ``"HAZ"`` (then ``"bead 0-32 px"``...)."""
         from core.residual import slope_spans
 
         if self.slope_zones:
             return slope_spans(self.slope_bounds)
+        if self.has_haz:
+            return ["HAZ"] + [f"bead {a}-{b} px" for a, b in zone_spans(self.band_bounds)]
         return [f"{a}-{b} px" for a, b in zone_spans(self.band_bounds)]
 
     @property
@@ -139,13 +162,14 @@ class Thresholds:
         return (self.edge_band_px, *(int(b) for b, _, _ in self.inner_bands))
 
     def zone_pairs(self) -> list[tuple[float, float]]:
-        """(mean, std) of each edge zone, outermost first (as :attr:`band_bounds`), or of each
-        slope zone, flattest first."""
+        """(mean, std) of each edge zone, outermost first (the heat-affected zone, then as
+        :attr:`band_bounds`), or of each slope zone, flattest first."""
         if self.slope_zones:
             return [(float(m), float(sd)) for _, m, sd in self.slope_zones]
+        pairs = [(self.haz_mean, self.haz_std)] if self.has_haz else []
         if not self.has_edge_band:
-            return []
-        return [(self.edge_mean, self.edge_std), *((m, s) for _, m, s in self.inner_bands)]
+            return pairs
+        return pairs + [(self.edge_mean, self.edge_std), *((m, s) for _, m, s in self.inner_bands)]
 
     @property
     def whole(self) -> tuple[float, float]:
@@ -196,6 +220,9 @@ class Thresholds:
         else:
             d.pop("slope_zones")
             d.pop("slope_sigma_px")
+        if not self.has_haz:
+            d.pop("haz_mean")
+            d.pop("haz_std")
         return d
 
     @classmethod
@@ -212,6 +239,8 @@ class Thresholds:
             if edge else (),
             slope_zones=tuple((float(b), float(m), float(s)) for b, m, s in d.get("slope_zones") or ()),
             slope_sigma_px=float(d.get("slope_sigma_px") or 0.0),
+            haz_mean=float(d["haz_mean"]) if d.get("haz_mean") is not None else None,
+            haz_std=float(d["haz_std"]) if d.get("haz_std") is not None else None,
         )
 
 
@@ -232,7 +261,7 @@ def band_bounds(edge_band_px) -> tuple[int, ...]:
 
 
 def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px=0, slope_bounds=(),
-              slope_sigma_px: float = SLOPE_SIGMA_PX) -> Thresholds:
+              slope_sigma_px: float = SLOPE_SIGMA_PX, haz: bool = False) -> Thresholds:
     """Choose the thresholds jointly so the okay patches' FPR is at most ``fpr``.
 
     Parameters
@@ -251,6 +280,9 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
         interior): the scores have the interior pair, then one pair per bound.
     slope_sigma_px : float
         The slope's Gaussian (``core.residual.slope_map``), recorded with slope zones.
+    haz : bool
+        The scores have a pair for the heat-affected zone after the interior's, before the edge
+        zones' (``core.residual.weld_zones``; the edge zones measured from the bead's edge).
 
     Raises
     ------
@@ -262,12 +294,15 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
     slopes = tuple(float(b) for b in slope_bounds)
     if slopes and band_bounds(edge_band_px):
         raise CalibrationError("give edge zones or slope zones, not both")
+    if slopes and haz:
+        raise CalibrationError("the heat-affected zone's own pair goes with edge zones, not slope zones")
     bounds = slopes or band_bounds(edge_band_px)
-    if s.ndim == 2 and s.shape[1] == 4 and not bounds:
+    if s.ndim == 2 and s.shape[1] == 4 and not bounds and not haz:
         bounds = (EDGE_BAND_PX,)
-    if s.ndim != 2 or s.shape[1] not in (2, 2 + 2 * len(bounds)):
-        raise CalibrationError(f"okay scores must have shape (N, 2) or (N, {2 + 2 * len(bounds)}) for "
-                               f"edge zones {list(bounds)}, got {s.shape}")
+    columns = 2 + 2 * (len(bounds) + bool(haz))
+    if s.ndim != 2 or s.shape[1] not in (2, columns):
+        raise CalibrationError(f"okay scores must have shape (N, 2) or (N, {columns}) for "
+                               f"edge zones {list(bounds)}{' and the HAZ' if haz else ''}, got {s.shape}")
     n = s.shape[0]
     need = min_okay_patches(fpr)
     if n < need:
@@ -298,9 +333,13 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
                                      for k, b in enumerate(slopes)),
                 "slope_sigma_px": float(slope_sigma_px)}
     elif s.shape[1] > 2:
-        edge = {"edge_mean": float(t[2]), "edge_std": float(t[3]), "edge_band_px": bounds[0],
-                "inner_bands": tuple((b, float(t[2 + 2 * k]), float(t[3 + 2 * k]))
-                                     for k, b in enumerate(bounds[1:], start=1))}
+        if haz:
+            edge = {"haz_mean": float(t[2]), "haz_std": float(t[3])}
+            t = np.delete(t, [2, 3])
+        if bounds:
+            edge.update({"edge_mean": float(t[2]), "edge_std": float(t[3]), "edge_band_px": bounds[0],
+                         "inner_bands": tuple((b, float(t[2 + 2 * k]), float(t[3 + 2 * k]))
+                                              for k, b in enumerate(bounds[1:], start=1))})
     return Thresholds(
         mean=float(t[0]), std=float(t[1]), fpr_target=float(fpr), n_okay=int(n),
         fpr_achieved=fp / n, fpr_ci=clopper_pearson(fp, n), **edge,
@@ -315,7 +354,12 @@ def describe(thr: Thresholds) -> str:
         for label, (m, sd) in zip(thr.zone_labels(), thr.zone_pairs()):
             text += f"; |mean| > {m:.5f} or std > {sd:.5f} at {label}"
         return text + f" (slope after a Gaussian of {thr.slope_sigma_px:g} px)"
-    if thr.has_edge_band:
+    if thr.has_haz:
+        text += (f" inside the bead; |mean| > {thr.haz_mean:.5f} or std > {thr.haz_std:.5f} in the "
+                 "heat-affected zone around it")
+        for (a, b), (m, sd) in zip(zone_spans(thr.band_bounds), thr.zone_pairs()[1:]):
+            text += f"; |mean| > {m:.5f} or std > {sd:.5f} {a}-{b} px inside the bead's edge"
+    elif thr.has_edge_band:
         text += (f" inside the weld region; |mean| > {thr.edge_mean:.5f} or std > {thr.edge_std:.5f} "
                  f"in its {thr.edge_band_px} px edge band")
         for (a, b), (m, sd) in zip(zone_spans(thr.band_bounds)[1:], thr.zone_pairs()[1:]):
@@ -412,10 +456,13 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
     okay_patches : ndarray of shape (N, 192, 192)
         Held-out okay patches, float32 [0, 1] (never used in training), cut from the radiographs
         as the model sees them (``core.normalise.model_input``).
-    regions : ndarray of bool, shape (N, 192, 192), optional
+    regions : ndarray of bool or uint8, shape (N, 192, 192), optional
         The weld region over each patch; only kernels centred in it count, as in a scan with a
         weld region (``core.scanning.patch_scores``), and the region's edge band
-        (``edge_band_px`` wide) gets its own pair of thresholds.
+        (``edge_band_px`` wide) gets its own pair of thresholds. Label maps with a heat-affected
+        zone (``core.roi.WeldROI.labels``) give that zone its own pair too, and the edge zones
+        are then measured from the bead's edge (``core.residual.weld_zones``); without edge zones
+        the region is taken whole.
     edge_band_px : int or sequence of int
         0 calibrates one pair for the whole region; ``(32, 48)`` gives the zones 0-32 px and
         32-48 px from the region's edge a pair each (``core.residual.edge_zones``).
@@ -443,8 +490,12 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
             f"{len(okay_patches)} okay patches cannot support a false positive rate of {fpr:g}: "
             f"at least {need} are needed (3 / fpr); add okay patches or raise the target"
         )
+    from core.residual import has_haz
+
     bundle = load_model(path)
     scoring = {"edge_band_px": band_bounds(edge_band_px) if regions is not None else ()}
+    if scoring["edge_band_px"] and slopes is None and has_haz(regions):
+        scoring["haz"] = True
     if regions is not None and slopes is not None:
         from core.residual import slope_bounds
         from core.sampler import aperture

@@ -67,7 +67,7 @@ def evaluate_synthetic(bundle, *, n_radiographs: int = 4, n_okay: int = 2000, n_
         raw = normalise(weld.image, bits_stored=16)[0]
         images.append(model_input(raw, metadata))
         masks.append(weld.mask)
-        rois.append(weld.haz_mask)
+        rois.append(weld.region_labels())
         if thr.slope_zones:  # zones by the raw film's slope, as a scan finds them
             slopes.append(slope_map(raw, thr.slope_sigma_px))
     sampler = PatchSampler(images, masks, rois=rois, seed=seed)
@@ -93,7 +93,7 @@ def evaluate_synthetic(bundle, *, n_radiographs: int = 4, n_okay: int = 2000, n_
         pick = rng.choice(len(okay), n_anomaly)
         delta, weight = SyntheticAnomalies(kind).sample(rng, n_anomaly)
         # the anomaly must lie in the weld region to count (outside it nothing is flagged)
-        regions = okay_rois[pick] | (weight > 0)
+        regions = np.maximum(okay_rois[pick], weight > 0)
         anomaly = indication_input(weight * delta, metadata)  # as it would lie on the film
         # slope zones come from the okay film under the anomaly: its own slope is ignored (on a
         # film it would add to the slope map a little, smoothed by the slope's Gaussian)

@@ -130,13 +130,14 @@ def _sources(recipe: Recipe, train_items) -> list:
     return ood_perturbation_sources(recipe.training_set, train_items)
 
 
-def highpass_scorer(sigma: float, edge_band_px=0, slope_bounds=()):
+def highpass_scorer(sigma: float, edge_band_px=0, slope_bounds=(), haz: bool = False):
     """``score(patches, regions, slopes=None)`` of the high-pass reference detector (see the module
     docstring).
 
     With ``edge_band_px`` (a band's width or the zones' bounds, ``core.calibration.band_bounds``)
     and regions, the pair over the interior, then one pair per edge zone, as ``patch_scores``;
-    with ``slope_bounds`` one pair per slope zone instead (``slopes`` over each patch).
+    with ``slope_bounds`` one pair per slope zone instead (``slopes`` over each patch); ``haz``
+    puts the heat-affected zone's pair after the interior's (``core.residual.weld_zones``).
     """
     from scipy import ndimage
 
@@ -150,13 +151,14 @@ def highpass_scorer(sigma: float, edge_band_px=0, slope_bounds=()):
     def score(patches, regions, slopes=None):
         by_slope = tuple(slope_bounds) if regions is not None else ()
         bounds = band_bounds(edge_band_px) if regions is not None and not by_slope else ()
-        out = np.empty((len(patches), 2 + 2 * len(bounds or by_slope)))
+        with_haz = bool(haz) and regions is not None and not by_slope
+        out = np.empty((len(patches), 2 + 2 * (len(bounds or by_slope) + with_haz)))
         for i in range(0, len(patches), 256):
             x = patches[i:i + 256].astype(np.float32)
             resid = x - ndimage.gaussian_filter(x, (0, sigma, sigma), mode="reflect")
             roi, edges = aperture_regions(None if regions is None else regions[i:i + 256], bounds,
                                           slopes=None if slopes is None else slopes[i:i + 256],
-                                          slope_bounds=by_slope)
+                                          slope_bounds=by_slope, haz=with_haz)
             out[i:i + 256] = aperture_scores(resid[:, OFFSET:end, OFFSET:end], regions=roi, edges=edges)
         return out
 

@@ -75,6 +75,45 @@ def edge_zones(roi: np.ndarray, bounds) -> list[np.ndarray]:
     return out
 
 
+def weld_zones(region: np.ndarray, bounds, *, haz: bool = False) -> list[np.ndarray]:
+    """The zones of a weld region that get their own thresholds, by distance from an edge.
+
+    Parameters
+    ----------
+    region : ndarray, shape (..., M, N)
+        A boolean region, or a label map (``core.roi.WeldROI.labels``: 0 outside, 1 bead,
+        2 heat-affected zone) of one radiograph or a stack of patches.
+    bounds : sequence of int
+        The edge zones' bounds (:func:`edge_zones`), possibly empty.
+    haz : bool
+        Measure the zones from the bead's edge and make the heat-affected zone around it a zone of
+        its own, the first; False measures them from the region's edge (the region taken whole).
+        A boolean region is bead throughout, so its zones are the same either way and its
+        heat-affected zone is empty.
+
+    Returns
+    -------
+    list of ndarray of bool
+        Outermost first: ``[haz, 0-b0, b0-b1, ...]`` with ``haz``, else ``[0-b0, ...]``.
+    """
+    from core.roi import HAZ
+
+    region = np.asarray(region)
+    whole = region.astype(bool)
+    if not haz:
+        return edge_zones(whole, bounds) if len(bounds) else []
+    margin = region == HAZ
+    bead = whole & ~margin
+    return [margin, *(edge_zones(bead, bounds) if len(bounds) else [])]
+
+
+def has_haz(regions) -> bool:
+    """Whether label maps (``core.roi.WeldROI.labels``) hold any heat-affected zone."""
+    from core.roi import HAZ
+
+    return regions is not None and any(np.any(np.asarray(r) == HAZ) for r in regions)
+
+
 def zone_spans(bounds) -> list[tuple[int, int]]:
     """Each edge zone as ``(from, to)`` px from the region's edge: ``(32, 48)`` -> ``[(0, 32), (32, 48)]``."""
     bounds = tuple(int(b) for b in bounds)

@@ -67,6 +67,9 @@ FLANK_INSIDE = 0.8  # fraction of each flank that must lie inside the image
 EDGE_LEVEL = 0.35  # an edge is where the profile has risen this fraction from flank to band
 SMOOTH_SECTIONS = 7  # running-median window along the weld, sections
 HAZ_FRACTION = 0.3  # default heat-affected-zone margin per side, fraction of median bead width
+# WeldROI.labels: the region as a label map (a boolean mask reads as bead everywhere)
+BEAD = 1
+HAZ = 2
 JSON_VERSION = 1
 
 
@@ -136,6 +139,27 @@ class WeldROI:
     def area_px(self) -> int:
         """Number of pixels in the region."""
         return int(self.mask.sum())
+
+    def labels(self) -> np.ndarray:
+        """The region as a label map: 0 outside, ``BEAD`` (1) on the bead, ``HAZ`` (2) in the
+        heat-affected-zone margin.
+
+        The margin is the part of the region within ``haz_margin_px`` (Euclidean) of its edge, so
+        a region drawn or changed by hand keeps a margin as wide as the found one. The image's
+        border is not an edge (the weld goes on beyond it). The scan and the calibration measure
+        the residual tests' edge zones from the bead's edge and give the margin a zone of its own
+        (``core.residual.weld_zones``): measured from the region's edge, the bead's toe would lie
+        in the interior and set its thresholds (docs/benchmark/notes.md, item 13).
+
+        Returns
+        -------
+        ndarray of uint8, shape (M, N)
+        """
+        out = self.mask.astype(np.uint8)
+        if self.haz_margin_px > 0 and self.mask.any():
+            inside = ndimage.distance_transform_edt(self.mask)  # px to the nearest pixel outside
+            out[self.mask & (inside <= self.haz_margin_px)] = HAZ
+        return out
 
     @classmethod
     def from_geometry(

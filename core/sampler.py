@@ -65,6 +65,17 @@ def _as_mask(mask, shape, what, i):
     return mask.astype(bool, copy=False)
 
 
+def _as_region(roi, shape, i):
+    """A region of interest as given: a label map (``core.roi.WeldROI.labels``) stays uint8, any
+    other array becomes bool."""
+    if roi is not None and np.issubdtype(np.asarray(roi).dtype, np.integer):
+        roi = np.asarray(roi)
+        if roi.shape != shape:
+            raise ValueError(f"roi {i}: shape {roi.shape} differs from its image {shape}")
+        return roi.astype(np.uint8, copy=False)
+    return _as_mask(roi, shape, "roi", i)
+
+
 def random_matrix(rng, *, rotate=True):
     """Return a random 2 x 2 map: rotation U(0, 360) (if ``rotate``), k * 90 degrees, flip."""
     theta = rng.uniform(0.0, 2.0 * np.pi) if rotate else 0.0
@@ -122,9 +133,11 @@ class PatchSampler:
     masks : sequence of (ndarray of bool or None), optional
         Defect masks on each image's grid. ``None`` (or a ``None`` entry) means the image has no
         defect pixels: pass unmasked radiographs only when they are known to be defect-free.
-    rois : sequence of (ndarray of bool or None), optional
+    rois : sequence of (ndarray of bool or uint8, or None), optional
         Regions of interest (e.g. ``core.roi.find_weld(image).mask``): patch centres are drawn
-        only from ROI pixels. ``None`` entries allow the whole image.
+        only from ROI pixels. ``None`` entries allow the whole image. Label maps
+        (``core.roi.WeldROI.labels``: bead and heat-affected zone) are cut as they are, so the
+        ROI patches tell the two apart.
     seed : int
         Seed of the sampler's own generator (used when a call passes no ``rng``).
     rotate : bool
@@ -143,7 +156,7 @@ class PatchSampler:
         if len(masks) != n or len(rois) != n:
             raise ValueError(f"got {n} images, {len(masks)} masks and {len(rois)} rois")
         self.masks = [_as_mask(m, im.shape, "mask", i) for i, (m, im) in enumerate(zip(masks, self.images))]
-        self.rois = [_as_mask(r, im.shape, "roi", i) for i, (r, im) in enumerate(zip(rois, self.images))]
+        self.rois = [_as_region(r, im.shape, i) for i, (r, im) in enumerate(zip(rois, self.images))]
         self.rotate = bool(rotate)
         self.order = int(order)
         self.rng = np.random.default_rng(seed)
@@ -181,7 +194,7 @@ class PatchSampler:
         roi = self.rois[i]
         if roi is None:
             return (r1 - r0 + 1) * (c1 - c0 + 1)
-        return float(roi[int(np.ceil(r0)):int(r1) + 1, int(np.ceil(c0)):int(c1) + 1].sum())
+        return float(np.count_nonzero(roi[int(np.ceil(r0)):int(r1) + 1, int(np.ceil(c0)):int(c1) + 1]))
 
     def _fits(self, i, centre, matrix):
         ext = _half_extent(matrix)
@@ -243,11 +256,12 @@ class PatchSampler:
         return extract(self.images[geometry.image], geometry, order=self.order)
 
     def roi_patch(self, geometry):
-        """The region-of-interest patch (192, 192) bool at ``geometry``; all True without a ROI."""
+        """The region-of-interest patch (192, 192) at ``geometry``: bool, or uint8 for a label
+        map; all True without a ROI."""
         roi = self.rois[geometry.image]
         if roi is None:
             return np.ones((PATCH, PATCH), bool)
-        return extract(roi, geometry, order=0, output=bool)
+        return extract(roi, geometry, order=0, output=roi.dtype)
 
     def cut(self, arrays, geometries, *, order: int = 1) -> np.ndarray:
         """The same patches of other per-image arrays (e.g. ``core.residual.slope_map`` of each
@@ -289,7 +303,8 @@ class PatchSampler:
         """
         patches = np.empty((n, PATCH, PATCH), np.float32)
         masks = np.empty((n, PATCH, PATCH), bool)
-        rois = np.empty((n, PATCH, PATCH), bool) if with_roi else None
+        labelled = any(r is not None and r.dtype == np.uint8 for r in self.rois)
+        rois = np.empty((n, PATCH, PATCH), np.uint8 if labelled else bool) if with_roi else None
         geos = []
         for k in range(n):
             geo = self.defect_geometry(rng)

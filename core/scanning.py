@@ -35,7 +35,7 @@ from core.errors import CalibrationError
 from core.metrics import threshold_ratio
 from core.model import APERTURE, EDGE_MARGIN, OFFSET, PATCH, STRIDE
 from core.normalise import model_input
-from core.residual import (FLAG_MEAN, FLAG_STD, KERNEL_SIZE, aperture_scores, edge_zones, local_mean_std,
+from core.residual import (FLAG_MEAN, FLAG_STD, KERNEL_SIZE, aperture_scores, local_mean_std, weld_zones,
                            slope_map, slope_zones)
 
 TILE = 1024  # default tile side (input px, multiple of STRIDE)
@@ -338,8 +338,11 @@ def scan_image(
         calibrated thresholds.
     thresholds : Thresholds, optional
         Use these instead of the bundle's (overrides ``fpr``).
-    roi : ndarray of bool, shape (M, N), optional
-        Flags outside are not raised (their regions go to ``ScanResult.outside_roi``).
+    roi : ndarray of bool or uint8, shape (M, N), optional
+        Flags outside are not raised (their regions go to ``ScanResult.outside_roi``). A label
+        map (``core.roi.WeldROI.labels``: bead and heat-affected zone) lets thresholds calibrated
+        with a zone for the heat-affected zone measure the edge zones from the bead's edge
+        (``core.residual.weld_zones``); a boolean region is bead throughout.
     pixel_size_um : float, optional
         For sizes in mm (default: the Radiograph's).
     progress : callable, optional
@@ -372,12 +375,14 @@ def scan_image(
     rows, cols = image.shape
     if min(rows, cols) < PATCH:
         raise ValueError(f"image is {rows} x {cols} px; scanning needs at least {PATCH} px a side")
+    labels = None
     if roi is not None:
-        roi = np.asarray(roi, dtype=bool)
+        labels = np.asarray(roi)
+        roi = labels.astype(bool)
         if roi.shape != image.shape:
             raise ValueError(f"roi shape {roi.shape} differs from the image's {image.shape}")
     thr = thresholds if thresholds is not None else resolve_thresholds(bundle, fpr=fpr)
-    zones = _zones(thr, roi, image)
+    zones = _zones(thr, labels, image)
     run = _whole_image_runner(bundle.model)
     source = model_input(image, getattr(bundle, "metadata", None))  # what the tiles are cut from
 
@@ -458,16 +463,19 @@ def scan_image(
 def _zones(thr: Thresholds, roi, image=None):
     """``(roi, [zones])`` when the thresholds have zones and a weld region is given, else None.
 
-    The zones are the edge band or its zones outermost first (``core.residual.edge_zones``), or
-    the zones by the slope of ``image``, the radiograph as loaded (``core.residual.slope_zones``).
+    The zones are the edge band or its zones outermost first, after the heat-affected zone when
+    the thresholds give it a pair (``core.residual.weld_zones``; ``roi`` a boolean region or a
+    label map), or the zones by the slope of ``image``, the radiograph as loaded
+    (``core.residual.slope_zones``).
     """
     if roi is None or not thr.has_zones:
         return None
+    region = np.asarray(roi).astype(bool)
     if thr.slope_zones:
         if image is None:
             raise ValueError("slope zones need the radiograph")
-        return roi, slope_zones(roi, slope_map(image, thr.slope_sigma_px), thr.slope_bounds)
-    return roi, edge_zones(roi, thr.band_bounds)
+        return region, slope_zones(region, slope_map(image, thr.slope_sigma_px), thr.slope_bounds)
+    return region, weld_zones(roi, thr.band_bounds, haz=thr.has_haz)
 
 
 def threshold_maps(thr: Thresholds, zones, where) -> tuple:
@@ -589,29 +597,32 @@ def find_regions(flags: np.ndarray, local_mean: np.ndarray, local_std: np.ndarra
 
 # --- patches ----------------------------------------------------------------------------------
 
-def aperture_regions(regions, bounds, *, slopes=None, slope_bounds=()):
+def aperture_regions(regions, bounds, *, slopes=None, slope_bounds=(), haz: bool = False):
     """``(roi, zones)`` over each patch's aperture, as ``aperture_scores`` takes them.
 
-    The edge zones (``bounds``, ``core.residual.edge_zones``) are found on the whole patch's
-    region, as a scan finds them on the whole radiograph's; with ``slope_bounds`` the zones are
-    by the film's slope over each patch instead (``slopes``, ``core.residual.slope_zones``).
-    ``(None, None)`` without regions, no zones without bounds.
+    The edge zones (``bounds``; with ``haz`` from the bead's edge, after the heat-affected zone,
+    ``core.residual.weld_zones``) are found on the whole patch's region, as a scan finds them on
+    the whole radiograph's; with ``slope_bounds`` the zones are by the film's slope over each patch
+    instead (``slopes``, ``core.residual.slope_zones``). ``(None, None)`` without regions, no
+    zones without bounds or ``haz``.
     """
     if regions is None:
         return None, None
     from core.sampler import aperture
 
-    full = np.asarray(regions, bool)
+    full = np.asarray(regions)
+    whole = full.astype(bool)
     if slope_bounds:
         if slopes is None:
             raise ValueError("slope zones need the film's slope over each patch (slopes=...)")
-        return aperture(full), slope_zones(aperture(full), aperture(np.asarray(slopes)), slope_bounds)
-    edges = [aperture(z) for z in edge_zones(full, bounds)] if bounds else None
-    return aperture(full), edges
+        return aperture(whole), slope_zones(aperture(whole), aperture(np.asarray(slopes)), slope_bounds)
+    edges = [aperture(z) for z in weld_zones(full, bounds, haz=haz)] if bounds or haz else None
+    return aperture(whole), edges
 
 
 def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int = 0, slopes=None,
-                 slope_bounds=(), batch_size: int = 32, progress=None, cancel=None) -> np.ndarray:
+                 slope_bounds=(), haz: bool = False, batch_size: int = 32, progress=None,
+                 cancel=None) -> np.ndarray:
     """Per-patch scores ``(max |local mean|, max local std)`` over each patch's aperture.
 
     Parameters
@@ -619,9 +630,10 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int 
     patches : ndarray of shape (N, 192, 192), float32 [0, 1]
     model : keras.Model
         The patch model (outputs ``[reconstruction, latent]``).
-    regions : ndarray of bool, shape (N, 192, 192), optional
+    regions : ndarray of bool or uint8, shape (N, 192, 192), optional
         Weld region over each patch: only kernels centred inside it count (as in a scan with
-        ``roi``), so that calibration sees what the scan flags.
+        ``roi``), so that calibration sees what the scan flags. Label maps
+        (``core.roi.WeldROI.labels``) tell the bead from its heat-affected zone for ``haz``.
     edge_band_px : int or sequence of int
         With ``regions``: score the region's interior and its edge band of this width apart
         (``core.residual.edge_band``, computed on the whole patch as the scan computes it on the
@@ -632,6 +644,9 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int 
     slope_bounds : sequence of float
         With ``regions`` and ``slopes``: zones by the film's slope instead of the edge zones
         (``core.residual.slope_zones``), two more columns per bound.
+    haz : bool
+        With ``regions``: the heat-affected zone gets a pair of its own, after the interior's,
+        and the edge zones are measured from the bead's edge (``core.residual.weld_zones``).
 
     Returns
     -------
@@ -647,11 +662,12 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int 
     run = _patch_runner(model)
     bounds = band_bounds(edge_band_px) if regions is not None else ()
     slope_bounds = tuple(slope_bounds) if regions is not None else ()
-    if slope_bounds and bounds:
-        raise ValueError("give edge zones or slope zones, not both")
+    haz = bool(haz) and regions is not None
+    if slope_bounds and (bounds or haz):
+        raise ValueError("give edge zones (and the HAZ) or slope zones, not both")
     if slope_bounds and (slopes is None or np.shape(slopes) != np.shape(regions)):
         raise ValueError("slope zones need the film's slope over each patch, shaped as the regions")
-    out = np.empty((len(patches), 2 + 2 * len(bounds or slope_bounds)), np.float64)
+    out = np.empty((len(patches), 2 + 2 * (len(bounds or slope_bounds) + haz)), np.float64)
     end = OFFSET + APERTURE
     for i in range(0, len(patches), batch_size):
         if cancel is not None and cancel():
@@ -660,7 +676,7 @@ def patch_scores(patches: np.ndarray, model, *, regions=None, edge_band_px: int 
         recon = run(x[..., None]).numpy()[..., 0]
         roi, edges = aperture_regions(None if regions is None else regions[i:i + batch_size], bounds,
                                       slopes=None if slopes is None else slopes[i:i + batch_size],
-                                      slope_bounds=slope_bounds)
+                                      slope_bounds=slope_bounds, haz=haz)
         out[i:i + len(x)] = aperture_scores(x[:, OFFSET:end, OFFSET:end] - recon, regions=roi, edges=edges)
         if progress is not None:
             progress(min(i + batch_size, len(patches)), len(patches))

@@ -137,6 +137,16 @@ class SyntheticRadiograph:
     seed: int = 0
     info: dict = field(default_factory=dict)
 
+    def region_labels(self) -> np.ndarray:
+        """The weld region as a label map, as ``core.roi.WeldROI.labels`` gives it: 0 outside,
+        1 on the bead, 2 in the heat-affected zone (uint8; the bead alone without ``haz_mask``)."""
+        from core.roi import BEAD, HAZ
+
+        out = np.where(self.weld_mask, np.uint8(BEAD), np.uint8(0))
+        if self.haz_mask is not None:
+            out[self.haz_mask & ~self.weld_mask] = HAZ
+        return out
+
 
 # --- geometry ----------------------------------------------------------------------------------
 

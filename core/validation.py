@@ -95,12 +95,15 @@ def validate(model, vset: ValidationSet) -> dict:
     Returns a JSON-ready dict: ``score`` (mean TPR over the types, the higher the better), ``tpr``
     per type, and the interior ``mean`` / ``std`` thresholds the okay patches set.
     """
+    from core.residual import has_haz
     from core.scanning import patch_scores
 
-    def scores(x, regions):
-        return patch_scores(x, model, regions=regions, edge_band_px=vset.edge_band_px)
+    zoning = {"edge_band_px": vset.edge_band_px, "haz": has_haz(vset.okay_regions)}
 
-    thr = calibrate(scores(vset.okay, vset.okay_regions), fpr=vset.fpr, edge_band_px=vset.edge_band_px)
+    def scores(x, regions):
+        return patch_scores(x, model, regions=regions, **zoning)
+
+    thr = calibrate(scores(vset.okay, vset.okay_regions), fpr=vset.fpr, **zoning)
     tpr = {kind: float(thr.flagged(scores(x, r)).mean()) for kind, (x, r) in vset.anomalies.items()}
     return {"score": float(np.mean(list(tpr.values()))), "tpr": tpr,
             "mean_threshold": float(thr.mean), "std_threshold": float(thr.std)}

@@ -68,11 +68,11 @@ def test_a_supervisors_exclusion_re_derives_the_thresholds_and_is_audited(calibr
 
     scores = decode_scores(meta["okay_scores"])
     keep = np.setdiff1d(np.arange(len(scores)), top[:2])
-    bounds = Thresholds.from_dict(before).band_bounds
-    assert bounds == (32, 48)  # weldreview calibrate's edge zones
-    expected = calibrate(scores[keep], fpr=0.05, edge_band_px=bounds)
-    assert (thr.mean, thr.std, thr.edge_mean, thr.edge_std) == pytest.approx(
-        (expected.mean, expected.std, expected.edge_mean, expected.edge_std))
+    zoning = Thresholds.from_dict(before).zoning()
+    assert zoning == {"edge_band_px": (32, 48), "haz": True}  # weldreview calibrate's zones
+    expected = calibrate(scores[keep], fpr=0.05, **zoning)
+    assert (thr.mean, thr.std, thr.haz_mean, thr.edge_mean, thr.edge_std) == pytest.approx(
+        (expected.mean, expected.std, expected.haz_mean, expected.edge_mean, expected.edge_std))
     assert thr.n_okay == 78 and thr.fpr_target == 0.05
     assert np.mean(thr.flagged(scores[keep])) <= 0.05
 
@@ -84,7 +84,7 @@ def test_a_supervisors_exclusion_re_derives_the_thresholds_and_is_audited(calibr
     assert listed[top[0]].excluded["user"] == "sue" and "pore" in listed[top[0]].excluded["reason"]
     # another operating point of the same model leaves the excluded patches out too
     other = thresholds_from_metadata(after, fpr=0.1)
-    assert other.mean == pytest.approx(calibrate(scores[keep], fpr=0.1, edge_band_px=bounds).mean)
+    assert other.mean == pytest.approx(calibrate(scores[keep], fpr=0.1, **zoning).mean)
 
     event = store.audit_log()[-1]
     assert event["event"] == "calibration patches excluded" and event["user"] == "sue"
@@ -173,7 +173,8 @@ def test_command_line_review_and_exclusion(calibrated, capsys):
     assert main(["calibrate", str(path), "--review", "--top", "4"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["rank", "#", "score/thr"] and len(lines) == 6
+    assert lines[0].split()[:3] == ["rank", "#", "score/thr"] and len(lines) == 7
+    assert lines[0].split()[5:7] == ["haz|m|", "haz"] and lines[-1].startswith("zones: haz: HAZ, band: bead 0-32 px")
     assert "synthetic:1000 (" in lines[1]
     first = int(lines[1].split()[1])
     assert main(["calibrate", str(path), "--exclude", str(first)]) == 2  # no user, no reason
@@ -256,9 +257,10 @@ def test_calibrate_takes_the_edge_band_width_and_a_scan_uses_it(tmp_path, band):
     bundle = load_model(path)
     thr = bundle.thresholds
     patches, regions, _, _ = draw_okay_patches(bundle.metadata, 80, synthetic=1, seed=1000)
-    expected = calibrate(patch_scores(patches, bundle.model, regions=regions, edge_band_px=band),
-                         fpr=0.05, edge_band_px=band)
+    zoning = {"edge_band_px": band, "haz": band > 0}  # the HAZ has its own pair beside edge zones
+    expected = calibrate(patch_scores(patches, bundle.model, regions=regions, **zoning), fpr=0.05, **zoning)
     assert thr == expected and thr.edge_band_px == band and thr.has_edge_band == (band > 0)
+    assert thr.has_haz == (band > 0)
     if band:  # the scan applies the band's thresholds within 48 px of the region's edge
         from core.imageio import normalise
         from core.residual import edge_band
@@ -267,12 +269,14 @@ def test_calibrate_takes_the_edge_band_width_and_a_scan_uses_it(tmp_path, band):
 
         weld = generate_weld(1000)
         image = normalise(weld.image, bits_stored=16)[0][:, :600]
-        roi = weld.haz_mask[:, :600]
-        result = scan_image(image, bundle, roi=roi)
+        labels = weld.region_labels()[:, :600]  # bead 1, heat-affected zone 2
+        result = scan_image(image, bundle, roi=labels)
 
-        t_mean, _ = threshold_maps(result.thresholds, _zones(result.thresholds, roi), np.s_[:, :])
-        assert thr.edge_mean != thr.mean
-        assert np.array_equal((t_mean == thr.edge_mean) & roi, edge_band(roi, 48))
+        t_mean, _ = threshold_maps(result.thresholds, _zones(result.thresholds, labels), np.s_[:, :])
+        assert len({thr.edge_mean, thr.mean, thr.haz_mean}) == 3
+        bead = labels == 1  # the band's thresholds within 48 px of the bead's edge, the HAZ its own
+        assert np.array_equal((t_mean == thr.edge_mean) & bead, edge_band(bead, 48))
+        assert (t_mean[labels == 2] == thr.haz_mean).all() and (t_mean[labels == 0] == thr.whole[0]).all()
 
 
 def test_calibrate_refuses_a_negative_edge_band(tmp_path, capsys):

@@ -129,13 +129,14 @@ def test_train_records_the_sigma_and_calibrate_uses_normalised_patches(tmp_path,
 
     weld = generate_weld(1000)
     raw = normalise(weld.image, bits_stored=16)[0]
-    sampler = PatchSampler([remove_background(raw, 24.0, "twicing")], [weld.mask], rois=[weld.haz_mask],
-                           seed=1000)
+    sampler = PatchSampler([remove_background(raw, 24.0, "twicing")], [weld.mask],
+                           rois=[weld.region_labels()], seed=1000)
     patches, regions = sampler.okay_with_roi(60)
-    scores = patch_scores(patches, load_model(out).model, regions=regions, edge_band_px=(32, 48))
+    zoning = {"edge_band_px": (32, 48), "haz": True}
+    scores = patch_scores(patches, load_model(out).model, regions=regions, **zoning)
     from core.calibration import calibrate
 
-    expected = calibrate(scores, fpr=0.05, edge_band_px=(32, 48))
+    expected = calibrate(scores, fpr=0.05, **zoning)
     assert thr_bg["mean"] == pytest.approx(expected.mean) and thr_bg["std"] == pytest.approx(expected.std)
     assert thr_bg["edge_mean"] == pytest.approx(expected.edge_mean) and thr_bg["edge_band_px"] == 32
     assert thr_bg["inner_bands"] == [[48, pytest.approx(expected.inner_bands[0][1]),
