@@ -65,10 +65,11 @@ def threshold_change(before, after) -> str:
 
 def zone_names(thr) -> list[str]:
     """Each zone of ``thr`` as the table and the status line name it: ``band``, ``32-48 px``, or the
-    slope zones' labels (``slope 0.0019-0.0053``); [] without zones or thresholds."""
+    labels of slope zones (``slope 0.0019-0.0053``) and of zones around a bead (``HAZ``,
+    ``bead 0-32 px``); [] without zones or thresholds."""
     if thr is None:
         return []
-    if thr.slope_zones:
+    if thr.slope_zones or thr.has_haz:
         return thr.zone_labels()
     return ["band" if k == 0 else f"{a}-{b} px" for k, (a, b) in enumerate(zone_spans(thr.band_bounds))]
 

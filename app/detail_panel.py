@@ -125,6 +125,11 @@ def zones_text(th) -> str:
                 + "".join(f"; {label}: {m:.4f}, {sd:.4f}" for label, (m, sd) in
                           zip(th.zone_labels(), th.zone_pairs()))
                 + "; severity is to each kernel's own)")
+    if th.has_haz:
+        return (" (in the bead's interior; "
+                + "; ".join(f"{label}: {m:.4f}, {sd:.4f}" for label, (m, sd) in
+                            zip(th.zone_labels(), th.zone_pairs()))
+                + "; severity is to each kernel's own)")
     if not th.has_edge_band:
         return ""
     return (f" (in the weld region's {th.edge_band_px} px edge band: {th.edge_mean:.4f}, {th.edge_std:.4f}"

@@ -165,7 +165,7 @@ class MainWindow(QMainWindow):
         self.completion: dict | None = None  # the "radiograph completed" record in force
         self.supervisor_window = None
         self._pending_evidence: tuple | None = None
-        self._scan_roi = None  # the mask the running scan is restricted to
+        self._scan_roi = None  # the weld region (WeldROI) the running scan is restricted to
         self._thresholds = None
         self.roi_notice = None
         self._roi_timer = QTimer(self)
@@ -907,7 +907,7 @@ class MainWindow(QMainWindow):
             self.show_status("No weld found: choose Scan whole image or Draw region by hand "
                              "(Review > Weld region).")
             return False
-        self._scan_roi = None if self.weld_roi is None else self.weld_roi.mask
+        self._scan_roi = self.weld_roi
         if self.session is not None:
             fpr = self.fpr if self.fpr is not None else self.bundle.thresholds.fpr_target
             record = None if self.roi_kind is None else roi_record(self.weld_roi, self.roi_kind)
@@ -923,10 +923,12 @@ class MainWindow(QMainWindow):
         from core.scanning import scan_image
 
         bundle, radiograph, tile, fpr = self.bundle, self.radiograph, self.scan_tile, self.fpr
-        session = self.session
+        session, weld = self.session, self._scan_roi
         if bundle is None:
             raise RuntimeError(self.model_error or "no model loaded")
-        result = scan_image(radiograph.image, bundle, fpr=fpr, roi=self._scan_roi,
+        # bead and heat-affected zone told apart, so the thresholds' zones follow the bead's edge
+        roi = None if weld is None else weld.labels()
+        result = scan_image(radiograph.image, bundle, fpr=fpr, roi=roi,
                             pixel_size_um=radiograph.pixel_size_um,
                             progress=lambda done, total: progress(0.95 * done / total),
                             cancel=cancel, tile=tile)

@@ -120,3 +120,9 @@ def test_evidence_panel_names_the_edge_band_thresholds(qtbot):
     assert "slope is below 0.0020 grey levels/px (after a 16 px Gaussian" in text
     assert "slope 0.0020-0.0050: 0.0300, 0.0250; slope >= 0.0050: 0.0400, 0.0350" in text
     assert "edge band" not in text and "px from its edge" not in text
+    # the application's region: the heat-affected zone's pair, then zones from the bead's edge
+    result.thresholds = replace(result.thresholds, slope_zones=(), slope_sigma_px=0, haz_mean=0.02,
+                                haz_std=0.015, edge_mean=0.03, edge_std=0.025, edge_band_px=32)
+    panel.show_region(result.image, result, result.regions[0])
+    text = panel.summary.text()
+    assert "bead's interior; HAZ: 0.0200, 0.0150; bead 0-32 px: 0.0300, 0.0250" in text

@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
         "those the model was trained on) and store thresholds for the 9x9 mean and std tests in the "
         "model's metadata, chosen jointly so that at most the target fraction of okay patches is "
         "flagged. Patches are cut from the radiographs as the model sees them (background removed "
-        "when it was trained with --background; weld regions are found on the raw radiograph). "
+        "when it was trained with --background; weld regions, the bead and a heat-affected zone on "
+        "each side as the application scans them, are found on the raw radiograph). "
         "Radiographs come from --data (defect masks keep patches clear of known defects; "
         "unmasked radiographs must be defect-free) and/or --synthetic N generated welds.",
     )
@@ -33,15 +34,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--whole-image", action="store_true", help="draw patches from the whole image, not the weld region")
     p.add_argument("--zones", choices=ZONES, default="distance",
                    help="how the weld region is split into zones with thresholds of their own: distance "
-                   "from the region's edge (default; --edge-band), or slope: the raw film's slope after a "
+                   "from the bead's edge, the heat-affected zone beside the bead a zone of its own "
+                   "(default; --edge-band; docs/benchmark/notes.md, item 15), or slope: the raw film's slope after a "
                    "16 px Gaussian, split at the median and 80 %% quantile of the okay patches' kernel "
                    "slopes, so a bead's flank gets its own thresholds wherever it lies. Measured on "
                    "GDXray: docs/benchmark/notes.md, item 11")
     p.add_argument("--edge-band", default=None, metavar="PX[,PX...]",
-                   help="with --zones distance, the weld region's edge zones, each with its own thresholds: "
-                   f"their outer bounds in px from the region's edge (default {DEFAULT_EDGE_BAND}: 0-32 px, "
+                   help="with --zones distance, the bead's edge zones, each with its own thresholds: "
+                   f"their outer bounds in px from the bead's edge (default {DEFAULT_EDGE_BAND}: 0-32 px, "
                    "where the bead's flank falls to the plate, and 32-48 px, where it bends; one number: "
-                   "one band; 0: one pair for the whole region). Measured on GDXray: "
+                   "one band; 0: one pair for the whole region, heat-affected zone included). Measured on GDXray: "
                    "docs/benchmark/notes.md, item 8")
     r = p.add_argument_group(
         "review", "the okay patches that set the thresholds: list them, and (a supervisor, with a "
@@ -179,18 +181,20 @@ def review_table(metadata: dict, top: int) -> str:
         lines.append(f"{t.rank:>4} {t.index:>5} {t.ratio:9.3f} {cols}  {where}  {status}")
     n_out = sum(1 for t in rows if t.excluded)
     lines.append(f"score/thr > 1: flagged at the thresholds in force; {n_out} of these excluded")
-    if thr is not None and thr.slope_zones:
+    if thr is not None and (thr.slope_zones or thr.has_haz):
         lines.append("zones: " + ", ".join(f"{name}: {label}" for name, label in
-                                           zip(zone_columns(thr), thr.zone_labels())) + " (grey levels/px)")
+                                           zip(zone_columns(thr), thr.zone_labels()))
+                     + (" (grey levels/px)" if thr.slope_zones else ""))
     return "\n".join(lines)
 
 
 def zone_columns(thr) -> list[str]:
     """Short names of the thresholds' zones for the ``--review`` columns: ``band``, ``zone2``, ...
-    for edge zones; ``s1``, ``s2``, ... for slope zones (the flattest, interior part has the first pair)."""
+    for edge zones (after ``haz`` when the heat-affected zone has its own pair); ``s1``, ``s2``, ... for slope zones (the flattest, interior part has the first pair)."""
     if thr.slope_zones:
         return [f"s{k + 1}" for k in range(len(thr.slope_zones))]
-    return ["band" if k == 0 else f"zone{k + 1}" for k in range(len(thr.band_bounds))]
+    names = ["band" if k == 0 else f"zone{k + 1}" for k in range(len(thr.band_bounds))]
+    return ["haz"] + names if thr.has_haz else names
 
 
 def patch_count(fpr: float, patches: int | None = None) -> int:
@@ -236,7 +240,9 @@ def draw_okay_patches(metadata: dict, n: int, *, data=None, synthetic: int = 0, 
     Returns
     -------
     patches : ndarray (n, 192, 192) float32
-    regions : ndarray (n, 192, 192) bool, or None with ``whole_image``
+    regions : ndarray (n, 192, 192) uint8, or None with ``whole_image``
+        The weld region over each patch as a label map (``core.roi.WeldROI.labels``: 1 bead,
+        2 heat-affected zone).
     pixel_size_um : float or None
         Of the first radiograph that states one.
     origins : dict
@@ -321,7 +327,7 @@ def _held_out(data, synthetic: int, seed: int, whole_image: bool):
             roi = None
             if not whole_image:
                 try:
-                    roi = find_weld(item.image, include_haz=True).mask
+                    roi = find_weld(item.image, include_haz=True).labels()
                 except WeldNotFoundError as exc:
                     print(f"skipping {item.name}: {exc}", file=sys.stderr)
                     continue
@@ -337,7 +343,7 @@ def _held_out(data, synthetic: int, seed: int, whole_image: bool):
         weld = generate_weld(seed + i)
         images.append(normalise(weld.image, bits_stored=16)[0])
         masks.append(weld.mask)
-        rois.append(None if whole_image else weld.haz_mask)
+        rois.append(None if whole_image else weld.region_labels())
         sources.append(f"synthetic:{seed + i}")
         pixel = pixel or weld.pixel_size_um
     if not images:
