@@ -144,3 +144,71 @@ def test_overlay_colours_follow_the_paper_on_a_fixed_scale():
     flags[30, 30], std2[30, 30] = 2, 50.0  # a much stronger flag elsewhere
     a = render_overlay(image, flags, mean, std2, 0.1, 0.1, legend=False)[10, 30]
     assert tuple(a) == tuple(b) and tuple(a) != COLOURS["std"]
+
+
+def _plate_with_weld(shape, seed) -> np.ndarray:
+    """A plate with a horizontal weld bead across the middle, as wide as ``_weld``'s (the model
+    was calibrated on those), so that most of the image is plate outside the weld region."""
+    rng = np.random.default_rng(seed)
+    rows = (np.arange(shape[0])[:, None] - (shape[0] - 1) / 2) / (0.4 * 96)
+    img = 0.45 + 0.2 * np.exp(-rows ** 2) + 0.01 * rng.standard_normal(shape)
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def _overlaps(bbox, rows, cols) -> bool:
+    r0, c0, r1, c1 = bbox
+    return r0 < rows[1] and rows[0] < r1 and c0 < cols[1] and cols[0] < c1
+
+
+def _scan_entry(model_file, film, out, *options) -> dict:
+    """``weldreview scan FILM --json OUT`` (exit 0 asserted); the film's entry of the report."""
+    assert main(["scan", str(film), "--model", str(model_file), "--json", str(out), *options]) == 0
+    (entry,) = json.loads(out.read_text())["images"]
+    return entry
+
+
+def test_scan_looks_only_at_the_weld_region_unless_whole_image(model_file, tmp_path, capsys):
+    image = _plate_with_weld((400, 800), seed=11)
+    image[195:209, 400:414] -= 0.3  # a flaw in the bead
+    image[40:56, 80:96] -= 0.3  # a mark on the plate near the corner, far from the weld
+    _write_16bit(tmp_path / "weld.tif", image)
+    entry = _scan_entry(model_file, tmp_path / "weld.tif", tmp_path / "weld.json")
+    region = entry["region"]
+    assert region["kind"] == "weld" and region["reason"] is None
+    assert region["haz_margin_px"] > 0 and 0 < region["area_px"] < 400 * 800
+    flaw, mark = ((195, 209), (400, 414)), ((40, 56), (80, 96))
+    assert any(_overlaps(r["bbox"], *flaw) for r in entry["regions"])
+    assert not any(_overlaps(r["bbox"], *mark) for r in entry["regions"])
+    assert any(_overlaps(r["bbox"], *mark) for r in entry["outside_region"])
+    out = capsys.readouterr().out
+    assert "weld.tif: FLAGGED" in out
+    assert "weld region: bead + heat-affected zone (HAZ margin" in out
+    assert f"{region['area_px']:,} px" in out
+    assert f"{len(entry['outside_region'])} flagged region(s) outside the weld region" in out
+
+    entry = _scan_entry(model_file, tmp_path / "weld.tif", tmp_path / "whole.json", "--whole-image")
+    assert entry["region"] == {"kind": "whole image", "haz_margin_px": None,
+                               "area_px": 400 * 800, "reason": "--whole-image"}
+    assert any(_overlaps(r["bbox"], *mark) for r in entry["regions"])
+    assert any(_overlaps(r["bbox"], *flaw) for r in entry["regions"])
+    assert entry["outside_region"] == []
+    captured = capsys.readouterr()
+    assert "region: whole image" in captured.out and "outside the weld region" not in captured.out
+    assert "warning" not in captured.err
+
+
+def test_no_weld_found_scans_the_whole_image_with_a_warning(model_file, tmp_path, capsys):
+    rng = np.random.default_rng(12)
+    image = (0.45 + 0.01 * rng.standard_normal((400, 800))).astype(np.float32)  # plate, no weld
+    image[40:56, 80:96] -= 0.3
+    _write_16bit(tmp_path / "plate.tif", image)
+    entry = _scan_entry(model_file, tmp_path / "plate.tif", tmp_path / "plate.json")
+    region = entry["region"]
+    assert region["kind"] == "whole image" and region["haz_margin_px"] is None
+    assert region["area_px"] == 400 * 800 and "No weld seam found" in region["reason"]
+    assert any(_overlaps(r["bbox"], (40, 56), (80, 96)) for r in entry["regions"])
+    assert entry["outside_region"] == []
+    captured = capsys.readouterr()
+    assert (f"weldreview: warning: {tmp_path / 'plate.tif'}: no weld found ({region['reason']}); "
+            "scanned the whole image") in captured.err
+    assert "region: whole image (no weld found)" in captured.out

@@ -10,11 +10,16 @@ from pathlib import Path
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "scan",
-        help="scan radiographs (or a .npy stack of 192x192 patches) and report flagged regions",
+        help="scan radiographs in their weld region (or a .npy stack of 192x192 patches) and "
+        "report flagged regions",
         description="Scan radiographs with the out-of-distribution autoencoder. INPUT is a "
         "radiograph (TIFF, PNG, DICOM/DICONDE), a folder of them, or a .npy stack of 192x192 "
-        "patches (one score row per patch). Exit status 0 when everything was scanned (flagged "
-        "or not), 1 on any error.",
+        "patches (one score row per patch). Like the review application, each radiograph is "
+        "scanned in its weld region: the weld bead found on it plus a heat-affected zone on "
+        "each side; flags outside that region are listed apart and not counted. Where no weld "
+        "is found the whole image is scanned, with a warning; --whole-image scans the whole "
+        "radiograph always. Exit status 0 when everything was scanned (flagged or not), 1 on "
+        "any error.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="radiograph, folder or .npy stack")
     p.add_argument("--model", metavar="FILE", help="model file (default: the bundled model)")
@@ -22,7 +27,11 @@ def add_parser(subparsers) -> None:
                    help="patch-level false positive rate (default: the model's calibrated one)")
     p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
                    help="pixel size in micrometres when the file does not state it")
-    p.add_argument("--json", metavar="OUT", help="write thresholds, model hash and regions as JSON")
+    p.add_argument("--whole-image", action="store_true",
+                   help="scan the whole radiograph, not only the weld region (bead plus "
+                   "heat-affected zone) found on it")
+    p.add_argument("--json", metavar="OUT",
+                   help="write thresholds, model hash, the region scanned and the regions as JSON")
     p.add_argument("--maps", metavar="OUT.npz", help="write the aligned maps (one file per image)")
     p.add_argument("--overlay", metavar="OUT.png",
                    help="write the radiograph with flagged kernels coloured (one file per image)")
@@ -138,7 +147,20 @@ def _scan_one(path: Path, bundle, thr, args, *, many: bool) -> dict:
     from core.scanning import scan_image
 
     rad = load_radiograph(path, pixel_size_um=args.pixel_size)
-    result = scan_image(rad, bundle, thresholds=thr, progress=_progress_bar(path.name))
+    weld, reason = None, None
+    if args.whole_image:
+        reason = "--whole-image"
+    else:
+        from core.roi import WeldNotFoundError, find_weld
+
+        try:
+            weld = find_weld(rad.image, include_haz=True)  # as the review application does
+        except WeldNotFoundError as exc:
+            reason = str(exc)
+            print(f"weldreview: warning: {path}: no weld found ({exc}); scanned the whole image",
+                  file=sys.stderr)
+    result = scan_image(rad, bundle, thresholds=thr, roi=None if weld is None else weld.labels(),
+                        progress=_progress_bar(path.name))
     regions = result.regions
     if regions:
         worst = regions[0]
@@ -147,6 +169,11 @@ def _scan_one(path: Path, bundle, thr, args, *, many: bool) -> dict:
               f"cols {worst.bbox[1]}-{worst.bbox[3]}")
     else:
         print(f"{path}: clean (no kernel above the thresholds)")
+    region = _region_entry(weld, reason, rad.image.shape)
+    print(f"  {_describe_region(region)}")
+    outside = result.outside_roi
+    if outside:
+        print(f"  {len(outside)} flagged region(s) outside the weld region, not counted")
     if args.maps:
         np.savez(
             _out_path(args.maps, path.stem, many), reconstruction=result.reconstruction,
@@ -160,9 +187,29 @@ def _scan_one(path: Path, bundle, thr, args, *, many: bool) -> dict:
     return {
         "path": str(path), "sha256": rad.sha256, "shape": list(rad.image.shape),
         "bit_depth": rad.bit_depth, "pixel_size_um": rad.pixel_size_um, "warnings": rad.warnings,
-        "flagged": bool(regions), "regions": [r.to_dict() for r in regions],
-        "timings": result.timings,
+        "region": region, "flagged": bool(regions), "regions": [r.to_dict() for r in regions],
+        "outside_region": [r.to_dict() for r in outside], "timings": result.timings,
     }
+
+
+def _region_entry(weld, reason: str | None, shape) -> dict:
+    """The region scanned, for the JSON report: the weld region found, or the whole image and why."""
+    if weld is None:
+        return {"kind": "whole image", "haz_margin_px": None,
+                "area_px": int(shape[0]) * int(shape[1]), "reason": reason}
+    return {"kind": "weld", "haz_margin_px": float(weld.haz_margin_px),
+            "area_px": weld.area_px(), "reason": None}
+
+
+def _describe_region(region: dict) -> str:
+    """One line saying which region was scanned."""
+    if region["kind"] != "weld":
+        why = " (--whole-image)" if region["reason"] == "--whole-image" else " (no weld found)"
+        return f"region: whole image{why}, {region['area_px']:,} px"
+    margin = region["haz_margin_px"] or 0.0
+    what = (f"bead + heat-affected zone (HAZ margin {margin:.0f} px each side)" if margin > 0
+            else "bead")
+    return f"weld region: {what}, {region['area_px']:,} px"
 
 
 def _scan_stack(path: Path, bundle, thr) -> dict:
