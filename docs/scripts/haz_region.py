@@ -1,12 +1,20 @@
-"""The benchmark's figures with the application's weld region (bead + heat-affected zone); notes item 13.
+"""The benchmark's figures with the application's weld region (bead + heat-affected zone); notes
+items 13 and 15.
 
 The protocol is unchanged except the weld region of every film: ``core.roi.find_weld(image,
 include_haz=True)``, as the main window scans and ``weldreview calibrate`` calibrates, instead of
 the bead alone (``core.benchmark.weld_region``). Patch centres, the scored kernels and the zones
-follow it. Prints, per model and per kind of zones, TPR % at 0.1 % FPR (high / mid / low, then the
-five synthetic types), the FPR on the test films and the interior |mean| threshold.
+follow it. Regions:
 
-    .venv/bin/python docs/scripts/haz_region.py haz|bead MODEL.keras [MODEL.keras ...]
+- ``bead``: the benchmark's, the bead alone;
+- ``haz``: the application's, as a label map (``WeldROI.labels``): the distance zones are measured
+  from the bead's edge and the heat-affected zone has a pair of its own (item 15);
+- ``haz-whole``: the application's region taken whole, zones from its edge (before item 15).
+
+Prints, per model and per kind of zones, TPR % at 0.1 % FPR (high / mid / low, then the five
+synthetic types), the FPR on the test films and the interior |mean| threshold.
+
+    .venv/bin/python docs/scripts/haz_region.py bead|haz|haz-whole MODEL.keras [MODEL.keras ...]
 
 Models of the live recipe (background removal sigma 24, twicing), e.g.
 docs/benchmark/curve/SNI_dropout0_background24-twicing_gain8_per0.25/model_5min.keras. About 4
@@ -27,19 +35,33 @@ from core.modelfile import load_model  # noqa: E402
 from core.normalise import normalise_indication  # noqa: E402
 from core.roi import find_weld  # noqa: E402
 
+REGIONS = {"bead": "bead (the benchmark)",
+           "haz": "bead + HAZ (the application), zones from the bead's edge, the HAZ its own zone",
+           "haz-whole": "bead + HAZ taken whole, zones from its edge (before notes item 15)"}
 SETS = ("high", "mid", "low", "circular_hollow", "dogbone", "elongated", "partial_circle", "raster")
 
 
+def zones_line(thr: dict) -> str:
+    """The other zones' |mean| thresholds: the HAZ's and the edge zones'."""
+    out = f", HAZ {thr['haz_mean']:.4f}" if "haz_mean" in thr else ""
+    if "edge_mean" in thr:
+        out += f", edge zones {thr['edge_mean']:.4f}" + "".join(f" / {m:.4f}" for _, m, _ in thr.get("inner_bands", []))
+    return out
+
+
 def main():
-    haz = sys.argv[1] == "haz"
+    region = sys.argv[1]
+    if region not in REGIONS:
+        sys.exit(f"the region is one of {', '.join(REGIONS)}, not {region!r}")
     items = load_dataset(DATA, include_unmasked=False)
-    if haz:  # the region core.benchmark.weld_region would otherwise find and cache
+    if region != "bead":  # the region core.benchmark.weld_region would otherwise find and cache
         for item in items:
-            item._weld_region = find_weld(item.image, include_haz=True).mask
+            weld = find_weld(item.image, include_haz=True)
+            item._weld_region = weld.labels() if region == "haz" else weld.mask
     indication = partial(normalise_indication, sigma=24, method="twicing")
     sets = build_patch_sets(make_split(normalised_items(items, 24, "twicing")), BUDGETS["small"], roi=True,
                             indication=indication, slopes=True)
-    print("region:", "bead + HAZ (the application)" if haz else "bead (the benchmark)")
+    print("region:", REGIONS[region])
     for path in sys.argv[2:]:
         model = load_model(path).model
         for zones in ("distance", "slope"):
@@ -47,7 +69,7 @@ def main():
             tpr = numbers["tpr"]
             print(f"{path} {zones}: " + " / ".join(f"{100 * tpr[k]:.0f}" for k in SETS)
                   + f"; test FPR {100 * numbers['fpr_test']:.1f} %; interior |mean| threshold "
-                  f"{numbers['thresholds']['mean']:.4f}", flush=True)
+                  f"{numbers['thresholds']['mean']:.4f}" + zones_line(numbers["thresholds"]), flush=True)
 
 
 if __name__ == "__main__":
