@@ -119,17 +119,13 @@ def region_key(region) -> tuple:
 
 def zones_text(th) -> str:
     """The thresholds' zones after the interior pair, for the summary line ("" without zones)."""
+    labelled = "".join(f"; {label}: {m:.4f}, {sd:.4f}" for label, (m, sd) in
+                       zip(th.zone_labels(), th.zone_pairs()))
     if th.slope_zones:
         return (f" where the film's slope is below {th.slope_bounds[0]:.4f} grey levels/px (after a "
-                f"{th.slope_sigma_px:g} px Gaussian"
-                + "".join(f"; {label}: {m:.4f}, {sd:.4f}" for label, (m, sd) in
-                          zip(th.zone_labels(), th.zone_pairs()))
-                + "; severity is to each kernel's own)")
+                f"{th.slope_sigma_px:g} px Gaussian{labelled}; severity is to each kernel's own)")
     if th.has_haz:
-        return (" (in the bead's interior; "
-                + "; ".join(f"{label}: {m:.4f}, {sd:.4f}" for label, (m, sd) in
-                            zip(th.zone_labels(), th.zone_pairs()))
-                + "; severity is to each kernel's own)")
+        return f" (in the bead's interior{labelled}; severity is to each kernel's own)"
     if not th.has_edge_band:
         return ""
     return (f" (in the weld region's {th.edge_band_px} px edge band: {th.edge_mean:.4f}, {th.edge_std:.4f}"

@@ -99,7 +99,7 @@ def weld_zones(region: np.ndarray, bounds, *, haz: bool = False) -> list[np.ndar
     from core.roi import HAZ
 
     region = np.asarray(region)
-    whole = region.astype(bool)
+    whole = region.astype(bool, copy=False)
     if not haz:
         return edge_zones(whole, bounds) if len(bounds) else []
     margin = region == HAZ

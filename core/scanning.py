@@ -470,7 +470,7 @@ def _zones(thr: Thresholds, roi, image=None):
     """
     if roi is None or not thr.has_zones:
         return None
-    region = np.asarray(roi).astype(bool)
+    region = np.asarray(roi).astype(bool, copy=False)
     if thr.slope_zones:
         if image is None:
             raise ValueError("slope zones need the radiograph")
@@ -611,7 +611,7 @@ def aperture_regions(regions, bounds, *, slopes=None, slope_bounds=(), haz: bool
     from core.sampler import aperture
 
     full = np.asarray(regions)
-    whole = full.astype(bool)
+    whole = full.astype(bool, copy=False)
     if slope_bounds:
         if slopes is None:
             raise ValueError("slope zones need the film's slope over each patch (slopes=...)")

@@ -34,6 +34,17 @@ def _film(seed: int = 0) -> np.ndarray:
     return film.astype(np.float32)
 
 
+def _copy_model(src, dst):
+    """A copy of a model file and its sidecar (its metadata) at ``dst``."""
+    import shutil
+
+    from core.modelfile import sidecar_path
+
+    shutil.copy(src, dst)
+    shutil.copy(sidecar_path(src), sidecar_path(dst))
+    return dst
+
+
 @pytest.fixture(scope="module")
 def passthrough(tmp_path_factory):
     """A model file whose autoencoder outputs 0 everywhere, so its residual is its input."""
@@ -108,15 +119,11 @@ def _okay_patches(n=100):
 def test_the_bead_toe_no_longer_sets_the_interior_threshold_and_a_faint_flaw_is_found(passthrough, tmp_path):
     """Measured from the region's edge the toe lies 60 px inside, in the interior, and sets its
     thresholds; a faint flaw in the middle of the bead then goes unflagged (the gap of notes item 13)."""
-    import shutil
-
     from core.modelfile import load_model
     from core.scanning import scan_image
 
     okay, regions = _okay_patches()
-    before = tmp_path / "region_whole.keras"
-    shutil.copy(passthrough, before)
-    shutil.copy(passthrough.with_suffix(".json"), before.with_suffix(".json"))
+    before = _copy_model(passthrough, tmp_path / "region_whole.keras")
     old = calibrate_model(before, okay, fpr=0.05, regions=regions > 0, edge_band_px=(32, 48))
     new = calibrate_model(passthrough, okay, fpr=0.05, regions=regions, edge_band_px=(32, 48))
     assert not old.has_haz and new.has_haz and new.band_bounds == (32, 48)
@@ -162,15 +169,11 @@ def test_thresholds_with_a_haz_zone_are_stored_described_and_rederived(passthrou
 
 
 def test_calibrate_command_gives_the_haz_its_own_pair_unless_one_pair_is_asked_for(passthrough, tmp_path, capsys):
-    import shutil
-
     from app.cli import main
     from core.modelfile import read_metadata
 
     for name, extra in (("zones", []), ("whole", ["--edge-band", "0"])):
-        path = tmp_path / f"{name}.keras"
-        shutil.copy(passthrough, path)
-        shutil.copy(passthrough.with_suffix(".json"), path.with_suffix(".json"))
+        path = _copy_model(passthrough, tmp_path / f"{name}.keras")
         rc = main(["calibrate", str(path), "--synthetic", "1", "--fpr", "0.05", "--patches", "80", *extra])
         assert rc == 0
         thr = Thresholds.from_dict(read_metadata(path)["thresholds"])
