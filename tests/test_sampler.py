@@ -50,6 +50,26 @@ def test_okay_patches_contain_no_defect_pixel():
         assert patches.max() <= 0.5 + tol
 
 
+@pytest.mark.parametrize("rotate", [True, False])
+def test_the_quick_defect_check_answers_as_the_full_patch_does(rotate):
+    # okay draws look at a block table and every fourth pixel before the whole patch: same answer
+    from core.sampler import PatchGeometry, extract, random_matrix
+
+    rng = np.random.default_rng(3)
+    mask = blob_mask()
+    mask[rng.integers(0, ROWS, 6), rng.integers(0, COLS, 6)] = True  # single pixels slip between samples
+    sampler = PatchSampler([two_level_image(mask)], [mask], rotate=rotate)
+    clear = 0
+    for _ in range(1500):
+        centre = (float(rng.uniform(140, ROWS - 140)), float(rng.uniform(140, COLS - 140)))
+        geo = PatchGeometry(0, centre, random_matrix(rng, rotate=rotate))
+        full = extract(sampler._forbidden[0], geo, order=0, output=bool)
+        assert np.array_equal(extract(sampler._forbidden[0], geo, order=0, output=bool, step=4), full[::4, ::4])
+        assert sampler._clear(geo) == (not full.any())
+        clear += not full.any()
+    assert 0 < clear < 1500  # both answers occurred
+
+
 def test_defect_patches_have_defect_pixels_in_the_aperture_and_a_matching_mask():
     mask = blob_mask()
     sampler = PatchSampler([two_level_image(mask)], [mask], seed=4, order=1)
