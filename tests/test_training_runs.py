@@ -259,17 +259,18 @@ def test_sigterm_as_at_logout_stops_with_a_checkpoint(runs):
 
 
 def test_a_killed_run_is_interrupted_and_resumes_from_its_last_checkpoint(runs):
-    folder = runs.start("power-cut", LONG)
-    # core.training checkpoints every 100 steps: step 101 reported means step 100's is written
-    run = wait(folder, stepping(101))
+    folder = runs.start("power-cut", {**LONG, "checkpoint_every": 5})
+    # checkpoints every 5 steps: step 6 reported means step 5's is written
+    run = wait(folder, stepping(6))
     assert run.state == "running", (run.status, log_tail(run))
     os.kill(run.status["pid"], signal.SIGKILL)
     run = wait(folder, over, timeout=30)
     assert run.state == "interrupted", run.status
     assert "resume" in run.status["message"] and run.can_resume and not run.can_stop
     runs.resume(run)
-    run = wait(folder, stepping(101))  # the checkpoint's step 100, then onwards
+    run = wait(folder, stepping(1))
     assert run.state == "running", (run.status, log_tail(run))
+    assert run.status["step"] > 5  # on from the checkpoint's step 5, not from the start
     assert "--resume" in run.request["command"] and run.request["launches"] == 2
     request_stop(run)
     run = wait(folder, over)

@@ -108,6 +108,9 @@ def add_parser(subparsers) -> None:
                    help="weight of the perturbed terms L_per and L_kern,per (default 1, the paper's)")
     p.add_argument("--out", metavar="FILE", help="model file to write (.keras; default: the models folder)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint of --out (<out>.ckpt)")
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
+                   help="write the checkpoint every STEPS steps (default 100; 0: only when stopped); a "
+                        "killed run resumes from the last one")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--preset", choices=sorted(PRESETS), help="a stored recipe (demo: the bundled model's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -249,6 +252,8 @@ def _wants_calibration(args) -> bool:
 
 def _check_calibration(args) -> str | None:
     """Why the calibration options cannot work (checked before training, not hours later), or None."""
+    if getattr(args, "checkpoint_every", 0) < 0:
+        return f"--checkpoint-every must be a number of steps or 0, got {args.checkpoint_every}"
     every = getattr(args, "validate_every", None)
     if every is not None and every < 1:
         return f"--validate-every must be a number of steps, got {every}"
@@ -470,6 +475,7 @@ def run(args) -> int:
         budget_s=args.budget_min * 60 if args.budget_min else None, images=names,
         perturbations=[getattr(s, "name", type(s).__name__) for s in sources], overwrite=args.force,
         name=out.stem, background_sigma=sigma, background_method=method, validate_every=args.validate_every,
+        checkpoint_every=args.checkpoint_every,
     )
     validation = None
     if args.validate_every:
