@@ -85,7 +85,7 @@ def test_old_model_misses_the_indication_type(loop):
 def retrained(loop):
     from core.retraining import retrain
 
-    return retrain(loop["store"], user="ina", steps=STEPS, batch=8, budget_min=None, lr=3e-3,
+    return retrain(loop["store"], user="ina", steps=STEPS, batch=4, budget_min=None, lr=3e-3,
                    images=loop["images"], fpr=FPR, n_calibration=N_CAL)
 
 
