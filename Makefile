@@ -15,4 +15,4 @@ run: $(STAMP)
 	$(VENV)/bin/weldreview --demo
 
 test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest -n 2 --dist loadfile

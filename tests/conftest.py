@@ -9,6 +9,11 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one thread each for TensorFlow's and numpy's
+    # kernels, so that the two never fight over the cores (set before TensorFlow is imported)
+    for _name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
 
 REPO = Path(__file__).resolve().parent.parent
 GDXRAY = REPO.parent / "shared" / "datasets" / "gdxray-welds"
