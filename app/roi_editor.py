@@ -25,10 +25,31 @@ MAX_OUTLINE_SIDE = 2000  # the outline is traced on a block-reduced mask above t
 def roi_outline(mask: np.ndarray, *, max_side: int = MAX_OUTLINE_SIDE) -> tuple[np.ndarray,
                                                                                np.ndarray]:
     """The outline of a region as (x, y) = (col, row) points, NaN between separate contours."""
+    step = max(1, int(np.ceil(max(mask.shape) / max_side)))
+    return _trace(mask[::step, ::step], step)
+
+
+def bead_outline(roi, *, max_side: int = MAX_OUTLINE_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """The bead's edge inside a weld region: where its heat-affected-zone margin ends.
+
+    The same split as ``core.roi.WeldROI.labels`` (bead: more than ``haz_margin_px`` from the
+    region's edge; the image border is no edge), traced on the block-reduced mask so that it
+    costs milliseconds on the GUI thread. Empty for a region without a margin.
+    """
+    from scipy import ndimage
+
+    if roi is None or roi.haz_margin_px <= 0:
+        return np.zeros(0), np.zeros(0)
+    step = max(1, int(np.ceil(max(roi.mask.shape) / max_side)))
+    small = roi.mask[::step, ::step]
+    bead = small & (ndimage.distance_transform_edt(small, sampling=step) > roi.haz_margin_px)
+    return _trace(bead, step)
+
+
+def _trace(small: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Contours of a block-reduced mask in full-image (x, y), NaN between separate contours."""
     from skimage.measure import find_contours
 
-    step = max(1, int(np.ceil(max(mask.shape) / max_side)))
-    small = mask[::step, ::step]
     padded = np.pad(small.astype(np.float32), 1)
     xs, ys = [], []
     for contour in find_contours(padded, 0.5):
@@ -123,6 +144,11 @@ def _from_mask(roi, mask: np.ndarray):
 
 
 # ------------------------------------------------------------------ drawing and editing
+def _shown_points(item) -> int:
+    x, _ = item.getData()
+    return 0 if x is None or not item.isVisible() else int(np.isfinite(x).sum())
+
+
 class WeldRoiLayer(QObject):
     """The weld region drawn over an ImageViewer, with edge handles in edit mode.
 
@@ -144,6 +170,13 @@ class WeldRoiLayer(QObject):
         self.outline = pg.PlotCurveItem(pen=pen, connect="finite")
         self.outline.setZValue(15)
         self.viewer.view_box.addItem(self.outline)
+        # the bead's edge: between it and the outline lies the heat-affected zone, which the scan
+        # tests at thresholds of its own (core.residual.weld_zones)
+        pen = pg.mkPen(OUTLINE_COLOUR, width=1, style=Qt.PenStyle.DotLine)
+        pen.setCosmetic(True)
+        self.bead_edge = pg.PlotCurveItem(pen=pen, connect="finite")
+        self.bead_edge.setZValue(15)
+        self.viewer.view_box.addItem(self.bead_edge)
         self.handles: list[pg.PolyLineROI] = []
         self._box_rect = None
 
@@ -152,23 +185,25 @@ class WeldRoiLayer(QObject):
         """Draw ``roi`` (a WeldROI, or None for no region: the whole image is scanned)."""
         self.stop_editing()
         self.roi = roi
-        if roi is None:
-            self.outline.setData([], [])
-        else:
-            x, y = roi_outline(roi.mask)
-            self.outline.setData(x, y)
-        self.outline.setVisible(self.visible and roi is not None)
+        for item, (x, y) in ((self.outline, roi_outline(roi.mask) if roi is not None else ([], [])),
+                             (self.bead_edge, bead_outline(roi))):
+            item.setData(x, y)
+        self.set_visible(self.visible)
 
     def set_visible(self, on: bool) -> None:
         self.visible = bool(on)
         self.outline.setVisible(self.visible and self.roi is not None)
+        self.bead_edge.setVisible(self.visible and self.roi is not None)
         for h in self.handles:
             h.setVisible(self.visible)
 
     def outline_points(self) -> int:
         """Number of outline points drawn (0 when nothing is shown)."""
-        x, _ = self.outline.getData()
-        return 0 if x is None or not self.outline.isVisible() else int(np.isfinite(x).sum())
+        return _shown_points(self.outline)
+
+    def bead_edge_points(self) -> int:
+        """Number of points of the bead's edge drawn (0 when nothing is shown)."""
+        return _shown_points(self.bead_edge)
 
     # ----- edge handles
     @property

@@ -37,9 +37,9 @@ def make_window(qtbot, qsettings, tiny_model):  # noqa: F811
 
     made = []
 
-    def make(store, user="ana", *, weld_roi=True):
+    def make(store, user="ana", *, weld_roi=True, model=None):
         qsettings.setValue("scan/weld_roi", weld_roi)
-        w = MainWindow(store=store, user=user, settings=qsettings, model_path=tiny_model)
+        w = MainWindow(store=store, user=user, settings=qsettings, model_path=model or tiny_model)
         w.scan_tile = 256
         qtbot.addWidget(w)
         w.show()
@@ -87,6 +87,36 @@ def flat_plate(path: Path, seed: int) -> Path:
     return write_tiff(path, 0.5 + gaussian_filter(rng.normal(0, 0.02, (320, 1024)), 1.0))
 
 
+def test_the_scan_tests_the_heat_affected_zone_at_its_own_thresholds(make_window, store, weld_file,
+                                                                      qtbot, tmp_path, tiny_model):  # noqa: F811
+    # two copies of one model: the bead never flags in either; the HAZ never in one, always in
+    # the other. The window's scan must tell the zone from the bead (the region's label map).
+    from dataclasses import replace
+
+    from core.calibration import Thresholds
+    from core.modelfile import load_model, update_metadata
+    from test_haz_zone import _copy_model
+
+    never = 1e6
+    thresholds = replace(load_model(tiny_model).thresholds, mean=never, std=never, edge_mean=None,
+                         edge_std=None, edge_band_px=0, inner_bands=(), slope_zones=(),
+                         slope_sigma_px=0)
+    flags = {}
+    for name, haz in (("calm", never), ("alarmed", 0.0)):
+        path = _copy_model(tiny_model, tmp_path / f"{name}.keras")
+        update_metadata(path, thresholds=replace(thresholds, haz_mean=haz, haz_std=haz).to_dict())
+        assert Thresholds.from_dict(load_model(path).metadata["thresholds"]).has_haz
+        w = make_window(store, model=path)
+        w.open_paths([str(weld_file)])
+        wait_idle(qtbot, w)
+        assert w.result is not None, w.messages
+        flags[name], labels = w.result.flags, w.weld_roi.labels()
+        w.close()
+    assert not flags["calm"].any()
+    haz = labels == 2
+    assert flags["alarmed"][haz].mean() > 0.9 and not flags["alarmed"][~haz].any()
+
+
 def test_weld_region_found_shown_adjusted_stored_and_restored(make_window, store, weld_file,
                                                               qtbot):
     from core.synthetic import generate_weld
@@ -106,10 +136,20 @@ def test_weld_region_found_shown_adjusted_stored_and_restored(make_window, store
     assert w.queue_tabs.tabText(2) == f"Outside weld ({len(w.result.outside_roi)})"
     # drawn over the radiograph, toggled from the View menu; false flags per metre of weld
     assert w.roi_layer.outline_points() > 100
+    # the bead's edge, dotted inside the outline: the heat-affected zone lies between the two,
+    # as wide as the region's margin (the scan's own split, core.roi.WeldROI.labels)
+    assert roi.haz_margin_px > 0 and w.roi_layer.bead_edge_points() > 100
+    x, y = w.roi_layer.bead_edge.getData()
+    inner = np.isfinite(x) & (y > 2) & (y < roi.mask.shape[0] - 3) & (x > 2) & (x < roi.mask.shape[1] - 3)
+    rows, cols = np.round(y[inner]).astype(int), np.round(x[inner]).astype(int)
+    labels = roi.labels()
+    assert (labels[rows, cols] > 0).all()  # inside the region
+    near = [labels[max(r - 3, 0):r + 4, max(c - 3, 0):c + 4] for r, c in zip(rows, cols)]
+    assert np.mean([(n == 1).any() and (n == 2).any() for n in near]) > 0.95  # where bead meets HAZ
     w.actions["view.weld_roi"].trigger()
-    assert w.roi_layer.outline_points() == 0
+    assert w.roi_layer.outline_points() == 0 and w.roi_layer.bead_edge_points() == 0
     w.actions["view.weld_roi"].trigger()
-    assert w.roi_layer.outline_points() > 100
+    assert w.roi_layer.outline_points() > 100 and w.roi_layer.bead_edge_points() > 100
     length = roi.length_mm(PIXEL_UM)
     assert f"inside the weld region ({length:.0f} mm of weld here" in w.operating_point
     assert store.scans()[0]["roi"]["kind"] == "found"
