@@ -145,7 +145,8 @@ def run_variant(name: str, *, steps: int, batch: int) -> dict:
 
 
 def benchmark_training(
-    *, steps: int = 10, batch: int = 32, variants=DEFAULT_VARIANTS, repeats: int = 2, timeout_s: float = 1800
+    *, steps: int = 10, batch: int = 32, variants=DEFAULT_VARIANTS, repeats: int = 2, timeout_s: float = 1800,
+    progress=None,
 ) -> dict:
     """Measure training throughput of our loop and of plain ``model.fit``, one after the other.
 
@@ -164,6 +165,12 @@ def benchmark_training(
         2 runs the variants in order and then in reverse order and keeps each one's best.
     timeout_s : float
         Limit per variant run.
+    progress : callable, optional
+        ``progress(done, total, name, samples_per_s_or_None)`` after each variant run.
+
+    Without bfloat16 instructions and without a GPU, ``auto`` precision is float32, so
+    ``loop_f32`` would time ``loop`` again and ``fit_bf16`` an emulated bfloat16 that no training
+    here uses (many times slower): both are skipped, with the reason under ``skipped``.
 
     Returns
     -------
@@ -178,7 +185,7 @@ def benchmark_training(
     import subprocess
     import sys
 
-    from core.training import cpu_has_bf16
+    from core.training import cpu_has_bf16, device_name, resolve_precision
 
     if steps < 2:
         raise ValueError(f"steps must be >= 2 to time anything, got {steps}")
@@ -187,12 +194,17 @@ def benchmark_training(
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {sorted(known)}")
     result = {"samples_per_s": {}, "peak_rss_mb": {}, "runs": {}, "skipped": {}}
+    if resolve_precision("auto") is None:  # float32: no bfloat16 instructions, no GPU
+        why = {"loop_f32": "the same as loop here (auto precision is float32: no bfloat16 instructions, no GPU)",
+               "fit_bf16": "bfloat16 would be emulated here (no bfloat16 instructions, no GPU)"}
+        result["skipped"].update({v: why[v] for v in variants if v in why})
+        variants = [v for v in variants if v not in why]
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(root))
     # forward then backward order, best of the runs: load from other processes on a shared
     # machine only ever slows a run down, and the ordering effect cancels
     order = list(variants) + list(variants)[::-1] * (repeats > 1)
-    for name in order:
+    for done, name in enumerate(order, 1):
         cmd = [sys.executable, "-m", "core.training_bench", "--variant", name, str(steps), str(batch)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=root)
@@ -205,6 +217,8 @@ def benchmark_training(
             result["skipped"][name] = f"failed: {tail}"
             continue
         one = json.loads(lines[-1])
+        if progress is not None:
+            progress(done, len(order), name, one["samples_per_s"])
         result["runs"].setdefault(name, []).append(one["samples_per_s"])
         result["samples_per_s"][name] = max(result["runs"][name])
         result["peak_rss_mb"][name] = max(one["peak_rss_mb"], result["peak_rss_mb"].get(name, 0.0))
@@ -213,7 +227,8 @@ def benchmark_training(
         result["ratio_loop_vs_fit"] = round(sps["loop"] / sps["fit_f32"], 3)
     if "loop" in sps and "loop_f32" in sps:
         result["ratio_bf16_vs_f32"] = round(sps["loop"] / sps["loop_f32"], 3)
-    result.update(batch=batch, steps=steps, bf16_cpu=cpu_has_bf16(), cpu_count=os.cpu_count())
+    result.update(batch=batch, steps=steps, bf16_cpu=cpu_has_bf16(), device=device_name(),
+                  cpu_count=os.cpu_count())
     return result
 
 

@@ -42,6 +42,8 @@ def add_parser(subparsers) -> None:
     t.add_argument("--steps", type=int, default=None, help="timed steps per variant")
     t.add_argument("--batch", type=int, default=None, help="okay patches per step")
     t.add_argument("--repeats", type=int, default=None, choices=(1, 2))
+    t.add_argument("--variants", help="comma-separated variants to time (default: "
+                   "loop,loop_joint,loop_f32,fit_f32,fit_bf16,loop_pipeline; also loop_xla)")
     _add_retrain_parser(sub)
     p.set_defaults(func=run)
 
@@ -92,7 +94,17 @@ def run(args) -> int:
             return 1
         options = {k: getattr(args, k) for k in ("steps", "batch", "repeats")
                    if getattr(args, k) is not None}
-        result = benchmark_training(**options)
+        if args.variants:
+            options["variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
+
+        def say(done, total, name, sps):
+            print(f"bench train: {done}/{total} {name}: {sps:.1f} samples/s", file=sys.stderr, flush=True)
+
+        try:
+            result = benchmark_training(**options, progress=say)
+        except ValueError as exc:
+            print(f"weldreview bench train: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps(result, indent=2, default=str))
         return 0
     if getattr(args, "bench", None) == "retrain":
