@@ -524,7 +524,7 @@ def calibration_slope_bounds(patch_sets: PatchSets, quantiles=SLOPE_QUANTILES) -
 
 
 def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px=EDGE_ZONES_PX,
-                 zones: str = "distance"):
+                 zones: str = "distance", rule: str = "common"):
     """Score every set with the OOD detector and apply thresholds calibrated on training-side data.
 
     With weld regions each of the region's edge zones (``edge_band_px``: their bounds, a single
@@ -533,7 +533,8 @@ def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px=EDGE_
     (``patch_sets.slopes``; bounds :func:`calibration_slope_bounds`, ``edge_band_px`` unused).
     Regions given as label maps with a heat-affected zone (``core.roi.WeldROI.labels``) give that
     zone a pair of its own and measure the edge zones from the bead's edge, as the application
-    calibrates (``core.residual.weld_zones``).
+    calibrates (``core.residual.weld_zones``). ``rule`` is the calibration's
+    (``core.calibration.calibrate``).
 
     Returns
     -------
@@ -554,12 +555,12 @@ def evaluate_ood(model, patch_sets: PatchSets, *, fpr: float, edge_band_px=EDGE_
         scoring["haz"] = True
     return evaluate_residual_scores(
         lambda x, r, s=None: patch_scores(x, model, regions=r, slopes=s, **scoring), patch_sets,
-        fpr=fpr, **scoring)
+        fpr=fpr, rule=rule, **scoring)
 
 
 def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_band_px: int = 0,
                              calibration_scores=None, slope_bounds=(), slope_sigma_px=None,
-                             haz: bool = False):
+                             haz: bool = False, rule: str = "common"):
     """:func:`evaluate_ood` for any ``score(patches, regions) -> (N, 2 + 2 * zones)`` of the residual tests.
 
     Columns: the pair over the weld region's interior, then one pair per edge zone
@@ -589,7 +590,7 @@ def evaluate_residual_scores(score, patch_sets: PatchSets, *, fpr: float, edge_b
                                    *((patch_sets.slopes["calibration_okay"],) if slope_bounds else ()))
     scores = {"calibration_okay": np.asarray(calibration_scores)}
     scores.update(_split_scores(score, patch_sets, with_regions=True, with_slopes=bool(slope_bounds)))
-    thr = calibrate(scores["calibration_okay"], fpr=fpr, **zoning)
+    thr = calibrate(scores["calibration_okay"], fpr=fpr, rule=rule, **zoning)
     okay_combined = thr.combined(scores["test_okay"])
     numbers = {"thresholds": thr.to_dict(), "fpr_calibration": float(thr.fpr_achieved),
                "fpr_test": float(np.mean(thr.flagged(scores["test_okay"]))), "tpr": {}, "auc": {}}

@@ -10,6 +10,13 @@ patch-level false positive rate on the okay patches is at most the target is cho
 sensitive pair of thresholds that meets the target. The achieved FPR is given with a two-sided 95 %
 Clopper-Pearson interval.
 
+With many columns (zones) and few allowed false positives, a common quantile ends at every
+column's largest okay score: at 0.1 % FPR on 3,000 patches, 3 may be over, and the 8 columns of
+the application's region have their largest on different patches. ``rule="tail"`` instead starts
+from the largest of each column and lowers, one okay patch at a time, the threshold whose next step
+down is the largest fraction of it, while the joint FPR meets the target: the allowed false
+positives go to the columns whose largest scores stand out from the rest.
+
 Calibration is refused (CalibrationError) when there are fewer than ``ceil(3 / fpr)`` okay patches:
 with fewer, even zero false positives cannot show the FPR is below the target (the "rule of
 three": zero events in n trials bound the rate by about 3/n at 95 % confidence).
@@ -56,6 +63,9 @@ from core.residual import EDGE_BAND_PX, SLOPE_QUANTILES, SLOPE_SIGMA_PX, zone_sp
 
 DEFAULT_FPR = 0.001
 CONFIDENCE = 0.95
+RULES = ("common", "tail")
+RULE_TEXT = {"common": "joint common quantile; Clopper-Pearson 95%",
+             "tail": "joint heaviest tail; Clopper-Pearson 95%"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,8 @@ class Thresholds:
         Thresholds of the heat-affected zone around the bead (``core.residual.weld_zones``); the
         edge zones' bounds are then measured from the bead's edge, not the region's. None: the
         region is taken whole.
+    rule : {"common", "tail"}
+        How the thresholds were chosen (``calibrate``); re-derivations use the same.
     """
 
     mean: float
@@ -108,6 +120,7 @@ class Thresholds:
     slope_sigma_px: float = 0.0
     haz_mean: float | None = None
     haz_std: float | None = None
+    rule: str = "common"
 
     @property
     def has_edge_band(self) -> bool:
@@ -141,7 +154,7 @@ class Thresholds:
         zones = self.scoring()
         if self.slope_zones:
             zones["slope_sigma_px"] = self.slope_sigma_px
-        return zones
+        return {**zones, "rule": self.rule}
 
     def zone_labels(self) -> list[str]:
         """Each zone for people, in :meth:`zone_pairs` order: ``"0-32 px"``, ``"slope >= 0.0053"``,
@@ -206,7 +219,7 @@ class Thresholds:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["fpr_ci"] = [float(v) for v in self.fpr_ci]
-        d["rule"] = "joint common quantile; Clopper-Pearson 95%"
+        d["rule"] = RULE_TEXT[self.rule]
         if not self.has_edge_band:
             for key in ("edge_mean", "edge_std", "edge_band_px"):
                 d.pop(key)
@@ -241,6 +254,7 @@ class Thresholds:
             slope_sigma_px=float(d.get("slope_sigma_px") or 0.0),
             haz_mean=float(d["haz_mean"]) if d.get("haz_mean") is not None else None,
             haz_std=float(d["haz_std"]) if d.get("haz_std") is not None else None,
+            rule=next((r for r, text in RULE_TEXT.items() if d.get("rule") == text), "common"),
         )
 
 
@@ -261,7 +275,7 @@ def band_bounds(edge_band_px) -> tuple[int, ...]:
 
 
 def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px=0, slope_bounds=(),
-              slope_sigma_px: float = SLOPE_SIGMA_PX, haz: bool = False) -> Thresholds:
+              slope_sigma_px: float = SLOPE_SIGMA_PX, haz: bool = False, rule: str = "common") -> Thresholds:
     """Choose the thresholds jointly so the okay patches' FPR is at most ``fpr``.
 
     Parameters
@@ -283,6 +297,9 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
     haz : bool
         The scores have a pair for the heat-affected zone after the interior's, before the edge
         zones' (``core.residual.weld_zones``; the edge zones measured from the bead's edge).
+    rule : {"common", "tail"}
+        How the columns share the allowed false positives (module docstring, "Calibration rule"):
+        at a common quantile level, or where a column's tail is heaviest.
 
     Raises
     ------
@@ -312,21 +329,13 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
         )
     if not np.isfinite(s).all():
         raise CalibrationError("okay scores hold NaN or Inf values")
-    ordered = np.sort(s, axis=0)
+    if rule not in RULES:
+        raise CalibrationError(f"the calibration rule is one of {', '.join(RULES)}, not {rule!r}")
     allowed = math.floor(fpr * n + 1e-9)
-
-    def false_positives(k: int) -> int:
-        return int(np.count_nonzero((s > ordered[k]).any(axis=1)))
-
-    lo, hi = 0, n - 1  # false_positives(n - 1) == 0 <= allowed
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if false_positives(mid) <= allowed:
-            hi = mid
-        else:
-            lo = mid + 1
-    fp = false_positives(lo)
-    t = ordered[lo]
+    if rule == "tail":
+        t, fp = _heaviest_tail(s, allowed)
+    else:
+        t, fp = _common_quantile(s, allowed)
     edge = {}
     if s.shape[1] > 2 and slopes:
         edge = {"slope_zones": tuple((b, float(t[2 + 2 * k]), float(t[3 + 2 * k]))
@@ -342,8 +351,60 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
                                               for k, b in enumerate(bounds[1:], start=1))})
     return Thresholds(
         mean=float(t[0]), std=float(t[1]), fpr_target=float(fpr), n_okay=int(n),
-        fpr_achieved=fp / n, fpr_ci=clopper_pearson(fp, n), **edge,
+        fpr_achieved=fp / n, fpr_ci=clopper_pearson(fp, n), rule=rule, **edge,
     )
+
+
+def _common_quantile(s: np.ndarray, allowed: int) -> tuple[np.ndarray, int]:
+    """The k-th smallest of every column, the smallest k with at most ``allowed`` patches over."""
+    n = s.shape[0]
+    ordered = np.sort(s, axis=0)
+
+    def false_positives(k: int) -> int:
+        return int(np.count_nonzero((s > ordered[k]).any(axis=1)))
+
+    lo, hi = 0, n - 1  # false_positives(n - 1) == 0 <= allowed
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if false_positives(mid) <= allowed:
+            hi = mid
+        else:
+            lo = mid + 1
+    return ordered[lo], false_positives(lo)
+
+
+def _heaviest_tail(s: np.ndarray, allowed: int) -> tuple[np.ndarray, int]:
+    """Start every column at its largest okay score (no patch over) and, one distinct value at a
+    time, lower the threshold whose next step down is the largest fraction of it, as long as at
+    most ``allowed`` patches are over some threshold. Steps past patches already over cost
+    nothing and are all taken in the end."""
+    n, m = s.shape
+    order = np.argsort(s, axis=0, kind="stable")
+    ordered = np.take_along_axis(s, order, axis=0)
+    k = np.full(m, n - 1)  # threshold of column j: ordered[k[j], j]; patches above it are over
+    over = np.zeros(n, np.int32)  # how many columns each patch is over
+    fp = 0
+
+    def step(j):
+        """Where column j's threshold goes next, what it gains and what it costs, or None."""
+        top = ordered[k[j], j]
+        below = k[j] - 1
+        while below >= 0 and ordered[below, j] == top:
+            below -= 1
+        if below < 0:
+            return None
+        newly = order[below + 1:k[j] + 1, j]  # the patches at the current threshold
+        gain = (top - ordered[below, j]) / top if top > 0 else 0.0
+        return gain, below, newly, int(np.count_nonzero(over[newly] == 0))
+
+    while True:
+        moves = [(j, mv) for j in range(m) if (mv := step(j)) is not None and fp + mv[3] <= allowed]
+        if not moves:
+            return ordered[k, np.arange(m)], fp
+        j, (_, below, newly, cost) = max(moves, key=lambda jm: (jm[1][0], -jm[0]))
+        k[j] = below
+        over[newly] += 1
+        fp += cost
 
 
 def describe(thr: Thresholds) -> str:
@@ -446,7 +507,7 @@ def thresholds_from_metadata(metadata: dict, *, fpr: float | None = None) -> Thr
 def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR, regions=None,
                     edge_band_px=EDGE_BAND_PX, slopes=None, slope_quantiles=SLOPE_QUANTILES,
                     slope_sigma_px: float = SLOPE_SIGMA_PX, origins=None, progress=None,
-                    cancel=None) -> Thresholds:
+                    cancel=None, rule: str = "common") -> Thresholds:
     """Score held-out okay patches with the model at ``path`` and store the thresholds.
 
     Parameters
@@ -473,6 +534,8 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
     origins : dict, optional
         Where each patch came from (``core.calibration_review.encode_origins``), stored so that
         a supervisor can review the patches that set the thresholds.
+    rule : {"common", "tail"}
+        How the zones share the allowed false positives (``calibrate``).
 
     Returns
     -------
@@ -508,7 +571,9 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
         scoring = {"slope_bounds": bounds}
     scores = patch_scores(okay_patches, bundle.model, regions=regions, slopes=slopes, **scoring,
                           progress=progress, cancel=cancel)
-    thr = calibrate(scores, fpr=fpr, slope_sigma_px=slope_sigma_px, **scoring)
+    if rule not in RULES:  # refuse before spending time on the model
+        raise CalibrationError(f"the calibration rule is one of {', '.join(RULES)}, not {rule!r}")
+    thr = calibrate(scores, fpr=fpr, slope_sigma_px=slope_sigma_px, rule=rule, **scoring)
     update_metadata(path, thresholds=thr.to_dict(), okay_scores=encode_scores(scores),
                     okay_origins=origins, calibration_review=None)
     return thr

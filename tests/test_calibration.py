@@ -85,3 +85,44 @@ def test_expected_false_flags_per_metre():
         2 * 0.001 * 1000 / 6.24)
     with pytest.raises(ValueError, match="pixel size"):
         expected_false_flags_per_metre(0.001, None)
+
+
+def _zoned_scores(n: int = 3000, seed: int = 1) -> np.ndarray:
+    """Interior, HAZ and two edge zones' pairs (8 columns); the interior's |mean| has three okay
+    patches far above the rest, as one film's shoulder gives on GDXray (notes item 15)."""
+    rng = np.random.default_rng(seed)
+    s = np.column_stack([0.002 * (k + 1) * rng.gamma(4.0, 1.0, n) for k in range(8)])
+    s[[10, 20, 30], 0] = 3.0 * s[:, 0].max()
+    return s
+
+
+def test_the_tail_rule_spends_the_false_positives_where_a_zone_s_largest_stand_out():
+    s = _zoned_scores()
+    zones = {"edge_band_px": (32, 48), "haz": True}
+    common = calibrate(s, fpr=0.001, **zones)
+    tail = calibrate(s, fpr=0.001, rule="tail", **zones)
+    # 3 allowed over 8 columns: the common quantile ends at the interior's outliers
+    assert common.mean == s[:, 0].max() and common.rule == "common"
+    # the tail rule lowers that threshold past them, to the rest of the column, within the target
+    assert tail.rule == "tail" and tail.mean <= np.sort(s[:, 0])[-4] < common.mean / 2
+    assert tail.fpr_achieved <= 0.001 and tail.flagged(s).sum() == round(tail.fpr_achieved * 3000)
+    # and it stops where it must: any threshold one okay patch lower breaks the target
+    columns = tail.columns(8)
+    for j in range(8):
+        lower = np.sort(s[:, j])[np.sort(s[:, j]) < columns[j]]
+        if lower.size:
+            t = columns.copy()
+            t[j] = lower[-1]
+            assert (s > t).any(axis=1).sum() > 3, j
+    # stored, read back and re-derived with the same rule
+    assert Thresholds.from_dict(tail.to_dict()) == tail
+    assert tail.to_dict()["rule"] == "joint heaviest tail; Clopper-Pearson 95%"
+    meta = {"thresholds": tail.to_dict(), "okay_scores": encode_scores(s)}
+    assert thresholds_from_metadata(meta).rule == "tail"
+    assert thresholds_from_metadata(meta, fpr=0.01).mean <= calibrate(s, fpr=0.01, **zones).mean
+    # thresholds stored before the rule existed were common-quantile ones
+    old = common.to_dict()
+    old.pop("rule")
+    assert Thresholds.from_dict(old).rule == "common"
+    with pytest.raises(CalibrationError, match="common, tail"):
+        calibrate(s, fpr=0.001, rule="fast", **zones)

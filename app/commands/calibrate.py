@@ -8,6 +8,7 @@ from pathlib import Path
 DEFAULT_SEED = 1000  # the first held-out synthetic weld: training draws its own from --seed 0
 DEFAULT_FPR = 0.001  # core.calibration.DEFAULT_FPR (not imported: --help stays fast)
 DEFAULT_EDGE_BAND = "32,48"  # core.residual.EDGE_ZONES_PX as text (not imported: --help stays fast)
+RULES = ("common", "tail")  # --rule: core.calibration.RULES (not imported: --help stays fast)
 ZONES = ("distance", "slope")  # --zones: edge zones by distance from the region's edge, or by the film's slope
 
 
@@ -45,6 +46,11 @@ def add_parser(subparsers) -> None:
                    "where the bead's flank falls to the plate, and 32-48 px, where it bends; one number: "
                    "one band; 0: one pair for the whole region, heat-affected zone included). Measured on GDXray: "
                    "docs/benchmark/notes.md, item 8")
+    p.add_argument("--rule", choices=RULES, default="common",
+                   help="how the zones share the false positives the target allows: common, every zone's "
+                   "thresholds at one quantile level of its okay scores (default), or tail, lowering first "
+                   "the thresholds whose largest okay scores stand out from the rest "
+                   "(core.calibration; docs/benchmark/notes.md, item 16)")
     r = p.add_argument_group(
         "review", "the okay patches that set the thresholds: list them, and (a supervisor, with a "
         "reason, recorded in the audit trail) exclude those that are not accepted weld, e.g. an "
@@ -79,7 +85,7 @@ def run(args) -> int:
         return 2
     thr, pixel = calibrate_file(args.model, data=args.data, synthetic=args.synthetic, seed=args.seed,
                                 fpr=args.fpr, patches=args.patches, whole_image=args.whole_image,
-                                edge_band_px=edge_band, zones=args.zones)
+                                edge_band_px=edge_band, zones=args.zones, rule=args.rule)
     print(thresholds_line(thr, pixel))
     return 0
 
@@ -269,7 +275,8 @@ def draw_okay_patches(metadata: dict, n: int, *, data=None, synthetic: int = 0, 
 
 def calibrate_file(model, *, data=None, synthetic: int = 0, seed: int = DEFAULT_SEED,
                    fpr: float = DEFAULT_FPR, patches: int | None = None, whole_image: bool = False,
-                   edge_band_px=None, zones: str = "distance", progress=None, cancel=None):
+                   edge_band_px=None, zones: str = "distance", progress=None, cancel=None,
+                   rule: str = "common"):
     """Calibrate the model file ``model`` as ``weldreview calibrate`` does; ``(thresholds, pixel size)``.
 
     The thresholds are written to the model's metadata (core.calibration.calibrate_model, with
@@ -298,7 +305,7 @@ def calibrate_file(model, *, data=None, synthetic: int = 0, seed: int = DEFAULT_
         metadata, n, data=data, synthetic=synthetic, seed=seed, whole_image=whole_image,
         slopes=zones == "slope")
     thr = calibrate_model(model, okay, fpr=fpr, regions=regions, origins=origins, edge_band_px=edge_band_px,
-                          slopes=slopes[0] if slopes else None, progress=progress, cancel=cancel)
+                          slopes=slopes[0] if slopes else None, progress=progress, cancel=cancel, rule=rule)
     return thr, pixel
 
 
