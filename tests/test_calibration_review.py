@@ -69,7 +69,7 @@ def test_a_supervisors_exclusion_re_derives_the_thresholds_and_is_audited(calibr
     scores = decode_scores(meta["okay_scores"])
     keep = np.setdiff1d(np.arange(len(scores)), top[:2])
     zoning = Thresholds.from_dict(before).zoning()
-    assert zoning == {"edge_band_px": (32, 48), "haz": True}  # weldreview calibrate's zones
+    assert zoning == {"edge_band_px": (32, 48), "haz": True, "rule": "common"}  # weldreview calibrate's zones and rule
     expected = calibrate(scores[keep], fpr=0.05, **zoning)
     assert (thr.mean, thr.std, thr.haz_mean, thr.edge_mean, thr.edge_std) == pytest.approx(
         (expected.mean, expected.std, expected.haz_mean, expected.edge_mean, expected.edge_std))
