@@ -170,15 +170,19 @@ def test_thresholds_with_a_haz_zone_are_stored_described_and_rederived(passthrou
 
 def test_calibrate_command_gives_the_haz_its_own_pair_unless_one_pair_is_asked_for(passthrough, tmp_path, capsys):
     from app.cli import main
+    from core.calibration import decode_scores
     from core.modelfile import read_metadata
 
-    for name, extra in (("zones", []), ("whole", ["--edge-band", "0"])):
+    for name, extra in (("zones", []), ("whole", ["--edge-band", "0"]), ("tail", ["--rule", "tail"])):
         path = _copy_model(passthrough, tmp_path / f"{name}.keras")
         rc = main(["calibrate", str(path), "--synthetic", "1", "--fpr", "0.05", "--patches", "80", *extra])
         assert rc == 0
         thr = Thresholds.from_dict(read_metadata(path)["thresholds"])
-        if name == "zones":
+        assert thr.rule == ("tail" if name == "tail" else "common")
+        if name == "whole":
+            assert not thr.has_zones
+        else:
             assert thr.has_haz and thr.band_bounds == (32, 48)
             assert "heat-affected zone" in capsys.readouterr().out
-        else:
-            assert not thr.has_zones
+            scores = decode_scores(read_metadata(path)["okay_scores"])
+            assert thr.flagged(scores).mean() <= 0.05  # either rule keeps to the target

@@ -49,8 +49,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--rule", choices=RULES, default="common",
                    help="how the zones share the false positives the target allows: common, every zone's "
                    "thresholds at one quantile level of its okay scores (default), or tail, lowering first "
-                   "the thresholds whose largest okay scores stand out from the rest "
-                   "(core.calibration; docs/benchmark/notes.md, item 16)")
+                   "the thresholds whose largest okay scores stand out from the rest (core.calibration). "
+                   "Measured on GDXray, tail finds more faint anomalies but with one of two models flagged "
+                   "ten times the target on films it was not calibrated on (docs/benchmark/notes.md, item 16)")
     r = p.add_argument_group(
         "review", "the okay patches that set the thresholds: list them, and (a supervisor, with a "
         "reason, recorded in the audit trail) exclude those that are not accepted weld, e.g. an "
