@@ -329,13 +329,7 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
         )
     if not np.isfinite(s).all():
         raise CalibrationError("okay scores hold NaN or Inf values")
-    if rule not in RULES:
-        raise CalibrationError(f"the calibration rule is one of {', '.join(RULES)}, not {rule!r}")
-    allowed = math.floor(fpr * n + 1e-9)
-    if rule == "tail":
-        t, fp = _heaviest_tail(s, allowed)
-    else:
-        t, fp = _common_quantile(s, allowed)
+    t, fp = column_thresholds(s, fpr=fpr, rule=rule)
     edge = {}
     if s.shape[1] > 2 and slopes:
         edge = {"slope_zones": tuple((b, float(t[2 + 2 * k]), float(t[3 + 2 * k]))
@@ -353,6 +347,20 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
         mean=float(t[0]), std=float(t[1]), fpr_target=float(fpr), n_okay=int(n),
         fpr_achieved=fp / n, fpr_ci=clopper_pearson(fp, n), rule=rule, **edge,
     )
+
+
+def column_thresholds(okay_scores, *, fpr: float, rule: str = "common") -> tuple[np.ndarray, int]:
+    """Each score column's threshold as :func:`calibrate` chooses them, and how many patches are over.
+
+    At most ``floor(fpr * N)`` of the N patches are over some threshold. No minimum number of
+    patches: :func:`calibrate` refuses too few to support the target; this is also for checks
+    that calibrate on part of the patches (``core.film_check``).
+    """
+    if rule not in RULES:
+        raise CalibrationError(f"the calibration rule is one of {', '.join(RULES)}, not {rule!r}")
+    s = np.asarray(okay_scores, dtype=np.float64)
+    allowed = math.floor(fpr * s.shape[0] + 1e-9)
+    return (_heaviest_tail if rule == "tail" else _common_quantile)(s, allowed)
 
 
 def _common_quantile(s: np.ndarray, allowed: int) -> tuple[np.ndarray, int]:

@@ -173,7 +173,8 @@ def test_calibrate_command_gives_the_haz_its_own_pair_unless_one_pair_is_asked_f
     from core.calibration import decode_scores
     from core.modelfile import read_metadata
 
-    for name, extra in (("zones", []), ("whole", ["--edge-band", "0"]), ("tail", ["--rule", "tail"])):
+    for name, extra in (("zones", []), ("whole", ["--edge-band", "0"]), ("tail", ["--rule", "tail"]),
+                        ("two welds", ["--synthetic", "2"])):
         path = _copy_model(passthrough, tmp_path / f"{name}.keras")
         rc = main(["calibrate", str(path), "--synthetic", "1", "--fpr", "0.05", "--patches", "80", *extra])
         assert rc == 0
@@ -183,6 +184,12 @@ def test_calibrate_command_gives_the_haz_its_own_pair_unless_one_pair_is_asked_f
             assert not thr.has_zones
         else:
             assert thr.has_haz and thr.band_bounds == (32, 48)
-            assert "heat-affected zone" in capsys.readouterr().out
+            out = capsys.readouterr().out
+            assert "heat-affected zone" in out
             scores = decode_scores(read_metadata(path)["okay_scores"])
             assert thr.flagged(scores).mean() <= 0.05  # either rule keeps to the target
+            if name == "two welds":  # each left out, flagged by the other's thresholds
+                assert "each film left out" in out
+                assert "synthetic:1000: " in out and "synthetic:1001: " in out
+            else:
+                assert "one film only, nothing to leave out" in out

@@ -88,7 +88,16 @@ def run(args) -> int:
                                 fpr=args.fpr, patches=args.patches, whole_image=args.whole_image,
                                 edge_band_px=edge_band, zones=args.zones, rule=args.rule)
     print(thresholds_line(thr, pixel))
+    print(films_line(args.model, thr))
     return 0
+
+
+def films_line(model, thr) -> str:
+    """Each calibration film left out, flagged by the others' thresholds (core.film_check)."""
+    from core.film_check import check_model, describe_checks
+    from core.modelfile import read_metadata
+
+    return describe_checks(check_model(read_metadata(model)), thr.fpr_target)
 
 
 def zones_error(zones: str, edge_band, whole_image: bool,

@@ -308,7 +308,7 @@ def _check_calibration(args) -> str | None:
 
 def _calibrate(args, out: Path, status, cancel, trained: str) -> int:
     """Calibrate the freshly trained ``out`` as ``weldreview calibrate`` would; the exit status."""
-    from app.commands.calibrate import DEFAULT_FPR, DEFAULT_SEED, calibrate_file, thresholds_line
+    from app.commands.calibrate import DEFAULT_FPR, DEFAULT_SEED, calibrate_file, films_line, thresholds_line
     from core.calibration import describe
 
     sources = " and ".join(filter(None, [
@@ -349,6 +349,7 @@ def _calibrate(args, out: Path, status, cancel, trained: str) -> int:
                                   f"(target FPR {thr.fpr_target:g}, achieved {thr.fpr_achieved:.5f}, "
                                   f"{thr.n_okay} okay patches)")
     print(line)
+    print(films_line(out, thr))
     return 0
 
 

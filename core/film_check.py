@@ -1,0 +1,109 @@
+"""Whether a model's thresholds hold on a film they were not calibrated on: leave one film out.
+
+Calibration pools the okay patches of several films, and the thresholds meet the target on those
+patches by construction. The next film is another matter: on GDXray a film left out of the
+calibration was flagged up to ten times the target (docs/benchmark/notes.md, items 11 and 16).
+For each film of a calibration, the thresholds the other films' patches give (same rule, zones
+and target; ``core.calibration.column_thresholds``, without the minimum count, since leaving a
+film out leaves fewer patches) and the fraction of the film's own patches they flag. A film
+flagged far above the target says the thresholds are fitted to the films they came from: more
+films, or films more like the ones scanned, are needed before they can be trusted elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PureWindowsPath
+
+import numpy as np
+
+from core.calibration import clopper_pearson, column_thresholds
+
+
+@dataclass(frozen=True)
+class FilmCheck:
+    """One film left out: its okay patches flagged by thresholds from the other films'."""
+
+    source: str
+    n: int
+    flagged: int
+    n_others: int
+
+    @property
+    def name(self) -> str:
+        """The film's file name (``synthetic:SEED`` for a generated weld)."""
+        return PureWindowsPath(self.source).name  # either separator
+
+    @property
+    def fpr(self) -> float:
+        return self.flagged / self.n
+
+    @property
+    def fpr_ci(self) -> tuple[float, float]:
+        return clopper_pearson(self.flagged, self.n)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "n": self.n, "flagged": self.flagged, "n_others": self.n_others}
+
+
+def leave_one_film_out(scores, films, *, fpr: float, rule: str = "common") -> list[FilmCheck]:
+    """Leave each film out in turn (``films``: the film of every patch, in score order).
+
+    Empty with fewer than two films: there is nothing to leave out.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    films = np.asarray(films)
+    if len(films) != len(scores):
+        raise ValueError(f"{len(scores)} patches' scores but {len(films)} films named")
+    names = list(dict.fromkeys(films.tolist()))
+    if len(names) < 2:
+        return []
+    out = []
+    for name in names:
+        own = films == name
+        t, _ = column_thresholds(scores[~own], fpr=fpr, rule=rule)
+        flagged = int(np.count_nonzero((scores[own] > t).any(axis=1)))
+        out.append(FilmCheck(str(name), int(own.sum()), flagged, int((~own).sum())))
+    return out
+
+
+def check_model(metadata: dict) -> list[FilmCheck] | None:
+    """:func:`leave_one_film_out` on a calibrated model's stored patches, excluded ones left out.
+
+    None when the calibration did not record where its patches came from (or has no thresholds).
+    """
+    from core.calibration import Thresholds, decode_scores
+    from core.calibration_review import exclusions, origins
+
+    where = origins(metadata)
+    if not where or not metadata.get("thresholds") or not metadata.get("okay_scores"):
+        return None
+    thr = Thresholds.from_dict(metadata["thresholds"])
+    scores = decode_scores(metadata["okay_scores"])
+    if len(where) != len(scores):
+        return None
+    keep = np.ones(len(scores), bool)
+    keep[[i for i in exclusions(metadata) if 0 <= i < len(scores)]] = False
+    films = np.array([o.source for o in where])
+    return leave_one_film_out(scores[keep], films[keep], fpr=thr.fpr_target, rule=thr.rule)
+
+
+def describe_checks(checks: list[FilmCheck] | None, fpr: float) -> str:
+    """What ``weldreview calibrate`` prints about the films left out, for people."""
+    if checks is None:
+        return "films left out: not known (this calibration did not record where its patches came from)"
+    if not checks:
+        return ("films left out: one film only, nothing to leave out; calibrate on several films to "
+                "see whether the thresholds hold on a film they did not come from")
+    lines = ["each film left out, flagged by the thresholds of the others' patches "
+             f"(target {100 * fpr:g} %):"]
+    for c in checks:
+        lo, hi = c.fpr_ci
+        lines.append(f"  {c.name}: {100 * c.fpr:.2f} % ({c.flagged} of {c.n}; 95% CI "
+                     f"{100 * lo:.2f}-{100 * hi:.2f} %; thresholds from {c.n_others} patches)")
+    worst = max(checks, key=lambda c: c.fpr)
+    if worst.fpr_ci[0] > fpr:
+        lines.append(f"  {worst.name} is flagged above the "
+                     "target even at the low end of its interval: the thresholds may not hold on films "
+                     "unlike those they came from; calibrate on more films, like the ones you scan")
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""Leaving each calibration film out: do the other films' thresholds hold on it?"""
+
+import numpy as np
+import pytest
+
+from core.calibration import calibrate, encode_scores
+from core.calibration_review import ORIGINS_KEY, REVIEW_KEY, encode_origins
+from core.film_check import check_model, describe_checks, leave_one_film_out
+from core.sampler import PatchGeometry
+
+FILMS = ("C:\\films\\W0001_0004.png", "/films/W0001_0009.png", "synthetic:1000")
+
+
+def _scores(n_per_film=2000, seed=3):
+    """Interior and one zone's pairs for three films; the second film's scores run 60 % higher,
+    as a film with a steeper flank than the others (GDXray's W0001_0009, notes item 11)."""
+    rng = np.random.default_rng(seed)
+    parts, films = [], []
+    for k, film in enumerate(FILMS):
+        s = rng.gamma(4.0, 0.004, (n_per_film, 4)) * (1.6 if k == 1 else 1.0)
+        parts.append(s)
+        films += [film] * n_per_film
+    return np.concatenate(parts), np.array(films)
+
+
+@pytest.mark.parametrize("rule", ["common", "tail"])
+def test_each_film_is_flagged_by_the_thresholds_of_the_others(rule):
+    scores, films = _scores()
+    checks = leave_one_film_out(scores, films, fpr=0.001, rule=rule)
+    assert [c.source for c in checks] == list(FILMS)
+    for c in checks:
+        own = films == c.source
+        others = calibrate(scores[~own], fpr=0.001, edge_band_px=32, rule=rule)  # 4,000 patches: enough
+        assert (c.n, c.n_others) == (2000, 4000)
+        assert c.flagged == others.flagged(scores[own]).sum()
+    by_name = {c.name: c for c in checks}
+    assert set(by_name) == {"W0001_0004.png", "W0001_0009.png", "synthetic:1000"}
+    assert by_name["W0001_0009.png"].fpr > 0.05  # the steeper film: far above the target
+    assert by_name["W0001_0004.png"].fpr < 0.01 and by_name["synthetic:1000"].fpr < 0.01
+    lo, hi = by_name["W0001_0009.png"].fpr_ci
+    assert 0.001 < lo < by_name["W0001_0009.png"].fpr < hi
+
+    text = describe_checks(checks, 0.001)
+    assert "W0001_0009.png" in text.splitlines()[-1] and "above the target" in text
+    assert "W0001_0004.png: " in text and "thresholds from 4000 patches" in text
+
+
+def test_one_film_has_nothing_to_leave_out_and_fewer_patches_than_a_calibration_needs_still_check():
+    scores, films = _scores(n_per_film=900)
+    assert leave_one_film_out(scores[films == FILMS[0]], films[films == FILMS[0]], fpr=0.001) == []
+    assert "one film only" in describe_checks([], 0.001)
+    # 1,800 patches cannot support 0.1 % in a calibration (3,000 needed); the check still says
+    checks = leave_one_film_out(scores, films, fpr=0.001)
+    assert [c.n_others for c in checks] == [1800] * 3
+    with pytest.raises(ValueError, match="films named"):
+        leave_one_film_out(scores, films[:-1], fpr=0.001)
+
+
+def test_a_calibrated_model_s_stored_patches_are_checked_without_the_excluded_ones():
+    scores, films = _scores()
+    thr = calibrate(scores, fpr=0.001, edge_band_px=32, rule="tail")
+    image = np.repeat(np.arange(len(FILMS)), 2000)  # each patch's film, as _scores drew them
+    geometries = [PatchGeometry(int(i), (100.0, 100.0), np.eye(2)) for i in image]
+    excluded = [0, 1, 2500]  # two of the first film's patches, one of the second's
+    metadata = {"thresholds": thr.to_dict(), "okay_scores": encode_scores(scores),
+                ORIGINS_KEY: encode_origins(FILMS, geometries),
+                REVIEW_KEY: {"excluded": {str(i): {"reason": "scratch", "user": "sue"} for i in excluded}}}
+    checks = check_model(metadata)
+    keep = np.setdiff1d(np.arange(len(scores)), excluded)
+    assert checks == leave_one_film_out(scores[keep], films[keep], fpr=0.001, rule="tail")
+    assert [c.n for c in checks] == [1998, 1999, 2000]
+    # a calibration that did not record its patches' films cannot be checked, and says so
+    del metadata[ORIGINS_KEY]
+    assert check_model(metadata) is None
+    assert "not known" in describe_checks(None, 0.001)
