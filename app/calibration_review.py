@@ -110,6 +110,10 @@ class CalibrationReview(QDialog):
         self.header.setWordWrap(True)
         self.header.setTextFormat(Qt.TextFormat.PlainText)
         self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.films = QLabel()  # each calibration film left out (core.film_check)
+        self.films.setWordWrap(True)
+        self.films.setTextFormat(Qt.TextFormat.PlainText)
+        self.films.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.table = QTableWidget(0, 0)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -141,6 +145,7 @@ class CalibrationReview(QDialog):
         self.status.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(self.header)
+        layout.addWidget(self.films)
         layout.addWidget(splitter, 1)
         layout.addWidget(self.status)
         self.resize(1300, 640)
@@ -194,6 +199,7 @@ class CalibrationReview(QDialog):
         """Read the model's metadata again; refill the header and the table, keeping the selection."""
         from core import calibration_review as review
         from core.calibration import Thresholds, decode_scores, describe
+        from core.film_check import check_model, describe_checks
         from core.modelfile import read_metadata
 
         keep = self.selected_indices()
@@ -203,6 +209,7 @@ class CalibrationReview(QDialog):
         except (ValueError, OSError) as exc:  # ModelFileError, CalibrationError
             self.metadata, self.rows, self.thresholds = {}, [], None
             self.header.setText(f"{self.model_path.name}: {error_message(exc)}")
+            self.films.setText("")
         else:
             thr = self.thresholds = Thresholds.from_dict(self.metadata["thresholds"])
             scored = len(decode_scores(self.metadata["okay_scores"]))
@@ -213,6 +220,7 @@ class CalibrationReview(QDialog):
                 f"{thr.fpr_achieved:.4f} on {thr.n_okay} okay patches ({scored} scored, "
                 f"{len(review.exclusions(self.metadata))} excluded). The {len(self.rows)} patches "
                 "nearest the thresholds, highest first; score / threshold above 1 is flagged.")
+            self.films.setText(describe_checks(check_model(self.metadata), thr.fpr_target))
         self._fill_table()
         self.select_indices(keep)
         supervisor = self.is_supervisor() and bool(self.rows)

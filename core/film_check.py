@@ -95,7 +95,7 @@ def describe_checks(checks: list[FilmCheck] | None, fpr: float) -> str:
     if not checks:
         return ("films left out: one film only, nothing to leave out; calibrate on several films to "
                 "see whether the thresholds hold on a film they did not come from")
-    lines = ["each film left out, flagged by the thresholds of the others' patches "
+    lines = ["Each film left out, flagged by the thresholds of the others' patches "
              f"(target {100 * fpr:g} %):"]
     for c in checks:
         lo, hi = c.fpr_ci

@@ -94,6 +94,7 @@ def test_tail_is_listed_highest_first_and_the_patch_loads_in_the_background(qtbo
     thr = thresholds_of(model)
     assert describe(thr) in dialog.header.text()
     assert "target 0.05" in dialog.header.text() and "80 scored, 0 excluded" in dialog.header.text()
+    assert "one film only, nothing to leave out" in dialog.films.text()
     assert dialog.table.rowCount() == 24
     ratios = [float(v) for v in column(dialog, "Score / thr")]
     assert ratios == sorted(ratios, reverse=True) and ratios[0] > 1 > ratios[-1]
@@ -212,6 +213,32 @@ def test_a_moved_calibration_film_shows_why_instead_of_crashing(qtbot, store, ca
     assert "cannot be shown" in dialog.message.text() and "film.png" in dialog.message.text()
     # the scores are still there to decide on
     assert dialog.exclude_selected("processing mark") is not None
+
+
+def test_each_calibration_film_left_out_is_shown_and_follows_an_exclusion(qtbot, store, calibrated, tmp_path):
+    from app.cli import main
+    from core.calibration import decode_scores
+    from core.calibration_review import origins
+    from core.film_check import leave_one_film_out
+    from core.modelfile import read_metadata, save_model
+
+    path = save_model(calibrated["net"], tmp_path / "two.keras", metadata={"name": "two"})
+    assert main(["calibrate", str(path), "--synthetic", "2", "--edge-band", "0", *CALIBRATE]) == 0
+    dialog = open_review(qtbot, store, "sue", path)
+    meta = read_metadata(path)
+    films = np.array([o.source for o in origins(meta)])
+    assert set(films) == {"synthetic:1000", "synthetic:1001"}
+    before = leave_one_film_out(decode_scores(meta["okay_scores"]), films, fpr=0.05)
+    text = dialog.films.text()
+    assert "Each film left out" in text
+    for c in before:  # each weld with the share the other's thresholds flag, as computed here
+        assert f"{c.name}: {100 * c.fpr:.2f} % ({c.flagged} of {c.n};" in text
+    dialog.select_rows([0])
+    [excluded] = dialog.selected_indices()
+    dialog.exclude_selected("unmarked pore")
+    gone = films[excluded]  # the excluded patch's weld has one patch fewer to be checked on
+    assert f"{gone}: " in dialog.films.text()
+    assert f"of {int((films == gone).sum()) - 1};" in dialog.films.text().split(f"{gone}: ")[1].splitlines()[0]
 
 
 def test_slope_zones_are_named_in_the_table_and_kept_by_an_exclusion(qtbot, store, calibrated, tmp_path):
