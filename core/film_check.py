@@ -88,6 +88,13 @@ def check_model(metadata: dict) -> list[FilmCheck] | None:
     return leave_one_film_out(scores[keep], films[keep], fpr=thr.fpr_target, rule=thr.rule)
 
 
+def summary(checks: list[FilmCheck] | None) -> str:
+    """The checks in one clause, for a status line: ``each film left out: A 0.00 %, B 8.75 %``."""
+    if not checks:
+        return "no film to leave out" if checks is not None else "films left out not known"
+    return "each film left out: " + ", ".join(f"{c.name} {100 * c.fpr:.2f} %" for c in checks)
+
+
 def describe_checks(checks: list[FilmCheck] | None, fpr: float) -> str:
     """What ``weldreview calibrate`` prints about the films left out, for people."""
     if checks is None:

@@ -308,8 +308,10 @@ def _check_calibration(args) -> str | None:
 
 def _calibrate(args, out: Path, status, cancel, trained: str) -> int:
     """Calibrate the freshly trained ``out`` as ``weldreview calibrate`` would; the exit status."""
-    from app.commands.calibrate import DEFAULT_FPR, DEFAULT_SEED, calibrate_file, films_line, thresholds_line
+    from app.commands.calibrate import DEFAULT_FPR, DEFAULT_SEED, calibrate_file, thresholds_line
     from core.calibration import describe
+    from core.film_check import check_model, describe_checks, summary
+    from core.modelfile import read_metadata
 
     sources = " and ".join(filter(None, [
         args.calibrate_data and f"the radiographs of {args.calibrate_data}",
@@ -344,12 +346,13 @@ def _calibrate(args, out: Path, status, cancel, trained: str) -> int:
             raise  # SystemExit and the like
         return NOT_CALIBRATED
     line = thresholds_line(thr, pixel)
+    checks = check_model(read_metadata(out))
     if status is not None:
         status.finish("finished", f"{trained}; calibrated on {sources}: thresholds {describe(thr)} "
                                   f"(target FPR {thr.fpr_target:g}, achieved {thr.fpr_achieved:.5f}, "
-                                  f"{thr.n_okay} okay patches)")
+                                  f"{thr.n_okay} okay patches; {summary(checks)})")
     print(line)
-    print(films_line(out, thr))
+    print(describe_checks(checks, thr.fpr_target))
     return 0
 
 
