@@ -70,16 +70,20 @@ def leave_one_film_out(scores, films, *, fpr: float, rule: str = "common") -> li
 def check_model(metadata: dict) -> list[FilmCheck] | None:
     """:func:`leave_one_film_out` on a calibrated model's stored patches, excluded ones left out.
 
-    None when the calibration did not record where its patches came from (or has no thresholds).
+    None when the calibration did not record where its patches came from, has no thresholds, or
+    its record cannot be read (a damaged sidecar is the calibration review's to report).
     """
     from core.calibration import Thresholds, decode_scores
     from core.calibration_review import exclusions, origins
 
-    where = origins(metadata)
-    if not where or not metadata.get("thresholds") or not metadata.get("okay_scores"):
+    try:
+        where = origins(metadata)
+        if not where or not metadata.get("thresholds") or not metadata.get("okay_scores"):
+            return None
+        thr = Thresholds.from_dict(metadata["thresholds"])
+        scores = decode_scores(metadata["okay_scores"])
+    except (ValueError, KeyError, TypeError):  # binascii.Error is a ValueError
         return None
-    thr = Thresholds.from_dict(metadata["thresholds"])
-    scores = decode_scores(metadata["okay_scores"])
     if len(where) != len(scores):
         return None
     keep = np.ones(len(scores), bool)

@@ -71,7 +71,10 @@ def test_a_calibrated_model_s_stored_patches_are_checked_without_the_excluded_on
     keep = np.setdiff1d(np.arange(len(scores)), excluded)
     assert checks == leave_one_film_out(scores[keep], films[keep], fpr=0.001, rule="tail")
     assert [c.n for c in checks] == [1998, 1999, 2000]
-    # a calibration that did not record its patches' films cannot be checked, and says so
+    # a damaged record, or a calibration that did not record its patches' films, cannot be
+    # checked, and says so
+    metadata[ORIGINS_KEY] = {**metadata[ORIGINS_KEY], "image": "not base64!"}
+    assert check_model(metadata) is None
     del metadata[ORIGINS_KEY]
     assert check_model(metadata) is None
     assert "not known" in describe_checks(None, 0.001)
