@@ -173,8 +173,9 @@ def test_command_line_review_and_exclusion(calibrated, capsys):
     assert main(["calibrate", str(path), "--review", "--top", "4"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["rank", "#", "score/thr"] and len(lines) == 7
-    assert lines[0].split()[5:7] == ["haz|m|", "haz"] and lines[-1].startswith("zones: haz: HAZ, band: bead 0-32 px")
+    assert lines[0].split()[:3] == ["rank", "#", "score/thr"] and len(lines) == 8
+    assert lines[0].split()[5:7] == ["haz|m|", "haz"] and lines[-2].startswith("zones: haz: HAZ, band: bead 0-32 px")
+    assert lines[-1].startswith("films left out: one film only")  # calibrated on one weld
     assert "synthetic:1000 (" in lines[1]
     first = int(lines[1].split()[1])
     assert main(["calibrate", str(path), "--exclude", str(first)]) == 2  # no user, no reason
@@ -186,6 +187,7 @@ def test_command_line_review_and_exclusion(calibrated, capsys):
                  "--db", str(store.path), "--review", "--top", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("thresholds now: |mean| >") and "79 okay patches" in out
+    assert out.splitlines()[1].startswith("films left out: one film only")
     assert "EXCLUDED by sue: pore" in out
     # --spot: every patch over the strongest residual of the next one
     second = next(t.index for t in tail(read_metadata(path), 5) if t.excluded is None)

@@ -129,7 +129,8 @@ def test_excluding_calibration_patches_keeps_the_slope_zones(copied, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[3:9] == ["|mean|", "std", "s1|m|", "s1", "sd", "s2|m|"]
     labels = after.zone_labels()
-    assert lines[-1] == f"zones: s1: {labels[0]}, s2: {labels[1]} (grey levels/px)"
+    at = lines.index(f"zones: s1: {labels[0]}, s2: {labels[1]} (grey levels/px)")
+    assert lines[at + 1].startswith("Each film left out") and "synthetic:1000: " in "\n".join(lines[at + 2:])
     # --spot re-cuts the patch from its film and runs the model on it: no zones needed
     second = next(t.index for t in tail(meta, 5) if t.excluded is None)
     assert main(["calibrate", str(copied), "--exclude", str(second), "--spot", "--user", "sue",

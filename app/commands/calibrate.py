@@ -129,7 +129,7 @@ def edge_bounds(text) -> tuple[int, ...]:
 def run_review(args) -> int:
     """``calibrate MODEL --review`` / ``--exclude I.. --reason R --user U`` / ``--include``."""
     from core import calibration_review as review
-    from core.calibration import describe
+    from core.calibration import Thresholds, describe
     from core.errors import WeldreviewError
     from core.modelfile import read_metadata
 
@@ -149,9 +149,12 @@ def run_review(args) -> int:
                 thr = change(args.model, indices, user=args.user, reason=args.reason, store=store)
             print(f"thresholds now: {describe(thr)} ({thr.n_okay} okay patches, achieved FPR "
                   f"{thr.fpr_achieved:.5f})")
+            print(films_line(args.model, thr))
         if args.review:
             metadata = read_metadata(args.model)
             print(review_table(metadata, args.top))
+            if metadata.get("thresholds"):
+                print(films_line(args.model, Thresholds.from_dict(metadata["thresholds"])))
     except (WeldreviewError, ValueError, OSError) as exc:
         print(f"weldreview calibrate: {exc}", file=sys.stderr)
         return 1
