@@ -30,6 +30,17 @@ def _item(text) -> QTableWidgetItem:
     return item
 
 
+def _films_left_out(path) -> str:
+    """Each calibration film left out, in one clause (core.film_check), from the model's file."""
+    from core.film_check import check_model, summary
+    from core.modelfile import read_metadata
+
+    try:
+        return summary(check_model(read_metadata(path)))
+    except (OSError, ValueError) as exc:  # ModelFileError: moved or damaged
+        return f"calibration films left out: not known ({error_message(exc)})"
+
+
 def _qual_text(q) -> str:
     if q is None:
         return "not qualified"
@@ -175,6 +186,7 @@ class ModelManager(QDialog):
                              f"{t.fpr_achieved:.4g} on {t.n_okay} patches")
             except (KeyError, TypeError, ValueError):  # a record written by another version
                 lines.append("thresholds: " + json.dumps(v["thresholds"], default=str))
+            lines.append(_films_left_out(v["path"]))
         q = v["qualification"]
         if q is not None:
             lines.append(f"qualification #{q['id']}: {'passed' if q['passed'] else 'FAILED'}: "

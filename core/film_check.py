@@ -93,10 +93,12 @@ def check_model(metadata: dict) -> list[FilmCheck] | None:
 
 
 def summary(checks: list[FilmCheck] | None) -> str:
-    """The checks in one clause, for a status line: ``each film left out: A 0.00 %, B 8.75 %``."""
+    """The checks in one clause, for a status line: ``each calibration film left out: A 0.00 %, B 8.75 %``."""
+    if checks is None:
+        return "calibration films left out: not known (where the patches came from was not recorded)"
     if not checks:
-        return "no film to leave out" if checks is not None else "films left out not known"
-    return "each film left out: " + ", ".join(f"{c.name} {100 * c.fpr:.2f} %" for c in checks)
+        return "no calibration film to leave out (one film)"
+    return "each calibration film left out: " + ", ".join(f"{c.name} {100 * c.fpr:.2f} %" for c in checks)
 
 
 def describe_checks(checks: list[FilmCheck] | None, fpr: float) -> str:

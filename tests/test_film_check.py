@@ -40,7 +40,7 @@ def test_each_film_is_flagged_by_the_thresholds_of_the_others(rule):
     lo, hi = by_name["W0001_0009.png"].fpr_ci
     assert 0.001 < lo < by_name["W0001_0009.png"].fpr < hi
 
-    assert summary(checks).startswith("each film left out: W0001_0004.png ")
+    assert summary(checks).startswith("each calibration film left out: W0001_0004.png ")
     assert f"W0001_0009.png {100 * by_name['W0001_0009.png'].fpr:.2f} %" in summary(checks)
     text = describe_checks(checks, 0.001)
     assert "W0001_0009.png" in text.splitlines()[-1] and "above the target" in text
@@ -50,7 +50,7 @@ def test_each_film_is_flagged_by_the_thresholds_of_the_others(rule):
 def test_one_film_has_nothing_to_leave_out_and_fewer_patches_than_a_calibration_needs_still_check():
     scores, films = _scores(n_per_film=900)
     assert leave_one_film_out(scores[films == FILMS[0]], films[films == FILMS[0]], fpr=0.001) == []
-    assert "one film only" in describe_checks([], 0.001) and summary([]) == "no film to leave out"
+    assert "one film only" in describe_checks([], 0.001) and summary([]) == "no calibration film to leave out (one film)"
     # 1,800 patches cannot support 0.1 % in a calibration (3,000 needed); the check still says
     checks = leave_one_film_out(scores, films, fpr=0.001)
     assert [c.n_others for c in checks] == [1800] * 3

@@ -240,6 +240,22 @@ def test_each_calibration_film_left_out_is_shown_and_follows_an_exclusion(qtbot,
     assert f"{gone}: " in dialog.films.text()
     assert f"of {int((films == gone).sum()) - 1};" in dialog.films.text().split(f"{gone}: ")[1].splitlines()[0]
 
+    # the model versions window shows the same, from the model's file, beside its thresholds
+    from app.model_manager import ModelManager
+    from core.film_check import check_model
+    from core.modelfile import file_sha256
+
+    meta = read_metadata(path)
+    mid = store.add_model(sha256=file_sha256(path), metadata=meta, thresholds=meta["thresholds"],
+                          name="two", path=path, user="sue")
+    manager = ModelManager(store, "sue")
+    qtbot.addWidget(manager)
+    manager.select_model(mid)
+    details = manager.details.toPlainText()
+    assert "each calibration film left out: " in details
+    for c in check_model(meta):
+        assert f"{c.name} {100 * c.fpr:.2f} %" in details
+
 
 def test_slope_zones_are_named_in_the_table_and_kept_by_an_exclusion(qtbot, store, calibrated, tmp_path):
     from dataclasses import replace
@@ -310,6 +326,7 @@ def test_the_model_manager_opens_the_review_of_the_selected_version(qtbot, store
     assert "file is missing" in manager.status.text() and "gone.keras" in manager.status.text()
 
     manager.select_model(mid)
+    assert "no calibration film to leave out (one film)" in manager.details.toPlainText()  # one weld
     dialog = manager.open_calibration_review()
     assert dialog.isVisible() and not dialog.isModal() and dialog.model_path == model
     dialog.select_rows([0])

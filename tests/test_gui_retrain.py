@@ -121,6 +121,8 @@ def test_model_manager_activation_rules_rollback_and_exclusion(qtbot, db):
     sup.activated.connect(activated.append)
     sup.select_model(new.model_id)
     assert "parent" in sup.details.toPlainText() and new.sha256 in sup.details.toPlainText()
+    # calibrated on held-back patches of the training set: no film to leave out is recorded
+    assert "calibration films left out: not known" in sup.details.toPlainText()
     assert not sup.activate_selected()  # neither qualified nor justified
     assert "no qualification" in sup.messages[-1]
     sup.qualify_selected(n_okay=30, n_synthetic=5)

@@ -198,7 +198,7 @@ def test_a_run_from_the_form_with_a_calibration_folder_ends_calibrated_and_is_us
     assert run.request["options"]["calibrate_data"] == str(held_out)
     assert run.request["options"]["calibrate_fpr"] == 0.05
     assert "calibrated on the radiographs of" in run.status["message"]
-    assert "no film to leave out" in run.status["message"]  # one held-out film: nothing to check it on
+    assert "no calibration film to leave out" in run.status["message"]  # one held-out film: nothing to check it on
     # keeping the best state is on with a calibration folder: validated once, at the end
     assert run.request["options"]["validate_every"] == 300
     assert run.status["validation"]["step"] == run.status["validation"]["best_step"] == 4

@@ -125,7 +125,7 @@ def test_a_run_calibrates_its_model_at_the_end_as_weldreview_calibrate_does(runs
     message = run.status["message"]
     assert message.startswith("wrote ") and "calibrated on 1 held-out synthetic weld: thresholds |mean| > " in message
     assert "thresholds: |mean| > " in log_tail(run)  # the line weldreview calibrate prints
-    assert "no film to leave out" in message and "one film only, nothing to leave out" in log_tail(run)
+    assert "no calibration film to leave out" in message and "one film only, nothing to leave out" in log_tail(run)
     assert tr._children[run.status["pid"]].wait(timeout=30) == 0
     stored = json.loads(run.model.with_suffix(".json").read_text())
 
