@@ -88,16 +88,18 @@ def run(args) -> int:
                                 fpr=args.fpr, patches=args.patches, whole_image=args.whole_image,
                                 edge_band_px=edge_band, zones=args.zones, rule=args.rule)
     print(thresholds_line(thr, pixel))
-    print(films_line(args.model, thr))
+    print(films_line(args.model))
     return 0
 
 
-def films_line(model, thr) -> str:
-    """Each calibration film left out, flagged by the others' thresholds (core.film_check)."""
+def films_line(model) -> str:
+    """Each calibration film left out, flagged by the others' thresholds in force (core.film_check)."""
     from core.film_check import check_model, describe_checks
     from core.modelfile import read_metadata
 
-    return describe_checks(check_model(read_metadata(model)), thr.fpr_target)
+    metadata = read_metadata(model)
+    fpr = (metadata.get("thresholds") or {}).get("fpr_target", DEFAULT_FPR)
+    return describe_checks(check_model(metadata), fpr)
 
 
 def zones_error(zones: str, edge_band, whole_image: bool,
@@ -129,7 +131,7 @@ def edge_bounds(text) -> tuple[int, ...]:
 def run_review(args) -> int:
     """``calibrate MODEL --review`` / ``--exclude I.. --reason R --user U`` / ``--include``."""
     from core import calibration_review as review
-    from core.calibration import Thresholds, describe
+    from core.calibration import describe
     from core.errors import WeldreviewError
     from core.modelfile import read_metadata
 
@@ -149,12 +151,11 @@ def run_review(args) -> int:
                 thr = change(args.model, indices, user=args.user, reason=args.reason, store=store)
             print(f"thresholds now: {describe(thr)} ({thr.n_okay} okay patches, achieved FPR "
                   f"{thr.fpr_achieved:.5f})")
-            print(films_line(args.model, thr))
+            print(films_line(args.model))
         if args.review:
             metadata = read_metadata(args.model)
             print(review_table(metadata, args.top))
-            if metadata.get("thresholds"):
-                print(films_line(args.model, Thresholds.from_dict(metadata["thresholds"])))
+            print(films_line(args.model))
     except (WeldreviewError, ValueError, OSError) as exc:
         print(f"weldreview calibrate: {exc}", file=sys.stderr)
         return 1
