@@ -349,6 +349,12 @@ def calibrate(okay_scores: np.ndarray, *, fpr: float = DEFAULT_FPR, edge_band_px
     )
 
 
+def check_rule(rule: str) -> None:
+    """Raise CalibrationError unless ``rule`` is one of :data:`RULES`."""
+    if rule not in RULES:
+        raise CalibrationError(f"the calibration rule is one of {', '.join(RULES)}, not {rule!r}")
+
+
 def column_thresholds(okay_scores, *, fpr: float, rule: str = "common") -> tuple[np.ndarray, int]:
     """Each score column's threshold as :func:`calibrate` chooses them, and how many patches are over.
 
@@ -356,8 +362,7 @@ def column_thresholds(okay_scores, *, fpr: float, rule: str = "common") -> tuple
     patches: :func:`calibrate` refuses too few to support the target; this is also for checks
     that calibrate on part of the patches (``core.film_check``).
     """
-    if rule not in RULES:
-        raise CalibrationError(f"the calibration rule is one of {', '.join(RULES)}, not {rule!r}")
+    check_rule(rule)
     s = np.asarray(okay_scores, dtype=np.float64)
     allowed = math.floor(fpr * s.shape[0] + 1e-9)
     return (_heaviest_tail if rule == "tail" else _common_quantile)(s, allowed)
@@ -579,8 +584,7 @@ def calibrate_model(path, okay_patches: np.ndarray, *, fpr: float = DEFAULT_FPR,
         scoring = {"slope_bounds": bounds}
     scores = patch_scores(okay_patches, bundle.model, regions=regions, slopes=slopes, **scoring,
                           progress=progress, cancel=cancel)
-    if rule not in RULES:  # refuse before spending time on the model
-        raise CalibrationError(f"the calibration rule is one of {', '.join(RULES)}, not {rule!r}")
+    check_rule(rule)  # refuse before spending time on the model
     thr = calibrate(scores, fpr=fpr, slope_sigma_px=slope_sigma_px, rule=rule, **scoring)
     update_metadata(path, thresholds=thr.to_dict(), okay_scores=encode_scores(scores),
                     okay_origins=origins, calibration_review=None)

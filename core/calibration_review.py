@@ -114,17 +114,19 @@ def exclusions(metadata: dict) -> dict[int, dict]:
     return {int(k): v for k, v in (review.get("excluded") or {}).items()}
 
 
+def kept(metadata: dict, n: int) -> np.ndarray:
+    """Which of the ``n`` stored okay patches are not excluded (boolean mask)."""
+    keep = np.ones(n, bool)
+    keep[[i for i in exclusions(metadata) if 0 <= i < n]] = False
+    return keep
+
+
 def kept_scores(metadata: dict) -> np.ndarray:
     """The stored okay scores without the excluded patches (what the thresholds come from)."""
     from core.calibration import decode_scores
 
     scores = decode_scores(metadata["okay_scores"])
-    out = exclusions(metadata)
-    if not out:
-        return scores
-    keep = np.ones(len(scores), bool)
-    keep[[i for i in out if 0 <= i < len(scores)]] = False
-    return scores[keep]
+    return scores[kept(metadata, len(scores))]
 
 
 def tail(metadata: dict, top: int = DEFAULT_TOP) -> list[TailPatch]:

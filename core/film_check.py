@@ -42,9 +42,6 @@ class FilmCheck:
     def fpr_ci(self) -> tuple[float, float]:
         return clopper_pearson(self.flagged, self.n)
 
-    def to_dict(self) -> dict:
-        return {"source": self.source, "n": self.n, "flagged": self.flagged, "n_others": self.n_others}
-
 
 def leave_one_film_out(scores, films, *, fpr: float, rule: str = "common") -> list[FilmCheck]:
     """Leave each film out in turn (``films``: the film of every patch, in score order).
@@ -74,7 +71,7 @@ def check_model(metadata: dict) -> list[FilmCheck] | None:
     its record cannot be read (a damaged sidecar is the calibration review's to report).
     """
     from core.calibration import Thresholds, decode_scores
-    from core.calibration_review import exclusions, origins
+    from core.calibration_review import kept, origins
 
     try:
         where = origins(metadata)
@@ -86,8 +83,7 @@ def check_model(metadata: dict) -> list[FilmCheck] | None:
         return None
     if len(where) != len(scores):
         return None
-    keep = np.ones(len(scores), bool)
-    keep[[i for i in exclusions(metadata) if 0 <= i < len(scores)]] = False
+    keep = kept(metadata, len(scores))
     films = np.array([o.source for o in where])
     return leave_one_film_out(scores[keep], films[keep], fpr=thr.fpr_target, rule=thr.rule)
 
