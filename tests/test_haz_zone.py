@@ -124,8 +124,9 @@ def test_the_bead_toe_no_longer_sets_the_interior_threshold_and_a_faint_flaw_is_
 
     okay, regions = _okay_patches()
     before = _copy_model(passthrough, tmp_path / "region_whole.keras")
+    after = _copy_model(passthrough, tmp_path / "haz.keras")
     old = calibrate_model(before, okay, fpr=0.05, regions=regions > 0, edge_band_px=(32, 48))
-    new = calibrate_model(passthrough, okay, fpr=0.05, regions=regions, edge_band_px=(32, 48))
+    new = calibrate_model(after, okay, fpr=0.05, regions=regions, edge_band_px=(32, 48))
     assert not old.has_haz and new.has_haz and new.band_bounds == (32, 48)
     assert new.fpr_achieved <= 0.05
     # the interior is flat texture now: its thresholds fall to it, the toe's go to its zone
@@ -136,7 +137,7 @@ def test_the_bead_toe_no_longer_sets_the_interior_threshold_and_a_faint_flaw_is_
     rr, cc = np.mgrid[:SHAPE[0], :SHAPE[1]]
     film += (0.012 * np.exp(-((rr - 350) ** 2 + (cc - 450) ** 2) / (2 * 4.0 ** 2))).astype(np.float32)
     labels = _region().labels()
-    found = scan_image(film, load_model(passthrough), roi=labels)
+    found = scan_image(film, load_model(after), roi=labels)
     missed = scan_image(film, load_model(before), roi=labels > 0)
 
     def at_flaw(result):
@@ -145,10 +146,13 @@ def test_the_bead_toe_no_longer_sets_the_interior_threshold_and_a_faint_flaw_is_
     assert at_flaw(found) and not at_flaw(missed)
 
 
-def test_thresholds_with_a_haz_zone_are_stored_described_and_rederived(passthrough):
+def test_thresholds_with_a_haz_zone_are_stored_described_and_rederived(passthrough, tmp_path):
     from core.modelfile import read_metadata
 
-    metadata = read_metadata(passthrough)
+    path = _copy_model(passthrough, tmp_path / "haz.keras")
+    okay, regions = _okay_patches()
+    calibrate_model(path, okay, fpr=0.05, regions=regions, edge_band_px=(32, 48))
+    metadata = read_metadata(path)
     thr = Thresholds.from_dict(json.loads(json.dumps(metadata["thresholds"])))
     assert thr.has_haz and thr.zone_labels() == ["HAZ", "bead 0-32 px", "bead 32-48 px"]
     assert thr.scoring() == {"edge_band_px": (32, 48), "haz": True}
