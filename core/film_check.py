@@ -8,16 +8,27 @@ and target; ``core.calibration.column_thresholds``, without the minimum count, s
 film out leaves fewer patches) and the fraction of the film's own patches they flag. A film
 flagged far above the target says the thresholds are fitted to the films they came from: more
 films, or films more like the ones scanned, are needed before they can be trusted elsewhere.
+
+Why a film fails tells what to do about it. Its *typical* okay residual (the median of its
+patches' interior std, against the median of the other films') says which of two things it is: a film noisier
+throughout (on GDXray the round-robin films W0003_0015 and W0003_0023, about four times the W0001
+films: another exposure or scanner) needs calibrating with films like it, or apart from the
+others; a film typical in the median but with a heavier tail (W0001_0009: its flank, scratches,
+marks the masks miss) needs its strongest patches looked at in the calibration review
+(docs/benchmark/notes.md, item 18).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import PureWindowsPath
 
 import numpy as np
 
 from core.calibration import clopper_pearson, column_thresholds
+
+NOISIER = 1.5  # a film whose typical okay residual is this many times the others' is noisier throughout
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,7 @@ class FilmCheck:
     n: int
     flagged: int
     n_others: int
+    typical: float = float("nan")  # the film's :func:`typical` residual over the other films' median one
 
     @property
     def name(self) -> str:
@@ -41,6 +53,19 @@ class FilmCheck:
     @property
     def fpr_ci(self) -> tuple[float, float]:
         return clopper_pearson(self.flagged, self.n)
+
+    @property
+    def noisier(self) -> bool:
+        """Whether the film's okay weld is noisier throughout than the others' (not only in its tail)."""
+        return bool(self.typical >= NOISIER)
+
+
+def typical(scores) -> float:
+    """The typical okay residual of patches: the median of their interior std (column 1) where
+    they have interior kernels (NaN where none has)."""
+    std = np.asarray(scores, dtype=np.float64)[:, 1]
+    std = std[std > 0]
+    return float(np.median(std)) if std.size else float("nan")
 
 
 def leave_one_film_out(scores, films, *, fpr: float, rule: str = "common") -> list[FilmCheck]:
@@ -56,11 +81,14 @@ def leave_one_film_out(scores, films, *, fpr: float, rule: str = "common") -> li
     if len(names) < 2:
         return []
     out = []
+    level = {name: typical(scores[films == name]) for name in names}
     for name in names:
         own = films == name
         t, _ = column_thresholds(scores[~own], fpr=fpr, rule=rule)
         flagged = int(np.count_nonzero((scores[own] > t).any(axis=1)))
-        out.append(FilmCheck(str(name), int(own.sum()), flagged, int((~own).sum())))
+        others = [v for k, v in level.items() if k != name and not math.isnan(v)]
+        ratio = level[name] / float(np.median(others)) if others else float("nan")
+        out.append(FilmCheck(str(name), int(own.sum()), flagged, int((~own).sum()), ratio))
     return out
 
 
@@ -94,7 +122,8 @@ def summary(checks: list[FilmCheck] | None) -> str:
         return "calibration films left out: not known (where the patches came from was not recorded)"
     if not checks:
         return "no calibration film to leave out (one film)"
-    return "each calibration film left out: " + ", ".join(f"{c.name} {100 * c.fpr:.2f} %" for c in checks)
+    return "each calibration film left out: " + ", ".join(
+        f"{c.name} {100 * c.fpr:.2f} %" + (" (noisier throughout)" if c.noisier else "") for c in checks)
 
 
 def describe_checks(checks: list[FilmCheck] | None, fpr: float) -> str:
@@ -109,10 +138,34 @@ def describe_checks(checks: list[FilmCheck] | None, fpr: float) -> str:
     for c in checks:
         lo, hi = c.fpr_ci
         lines.append(f"  {c.name}: {100 * c.fpr:.2f} % ({c.flagged} of {c.n}; 95% CI "
-                     f"{100 * lo:.2f}-{100 * hi:.2f} %; thresholds from {c.n_others} patches)")
-    worst = max(checks, key=lambda c: c.fpr)
-    if worst.fpr_ci[0] > fpr:
-        lines.append(f"  {worst.name} is flagged above the "
-                     "target even at the low end of its interval: the thresholds may not hold on films "
-                     "unlike those they came from; calibrate on more films, like the ones you scan")
+                     f"{100 * lo:.2f}-{100 * hi:.2f} %; thresholds from {c.n_others} patches; "
+                     f"typical okay residual {_times(c.typical)} the others')")
+    above = [c for c in checks if c.fpr_ci[0] > fpr]
+    if above:
+        lines.append(f"  Flagged above the target even at the low end of the interval: {_names(above)}. "
+                     "The thresholds may not hold on films unlike those they came from; calibrate on "
+                     "more films, like the ones you scan.")
+    noisier = [c for c in above if c.noisier]
+    if noisier:
+        lines.append(f"  Noisier throughout ({_span(noisier)} the others' typical residual): "
+                     f"{_names(noisier)}. Another exposure, film or scanner? Calibrate such films with "
+                     "films like them, not pooled with these.")
+    tail = [c for c in above if not c.noisier and not math.isnan(c.typical)]
+    if tail:
+        lines.append(f"  Not noisier throughout ({_span(tail)} the others' typical residual), but a "
+                     f"few patches stand out: {_names(tail)}. A steeper flank, a scratch, a mark the "
+                     "masks miss? Look at the strongest patches in the calibration review.")
     return "\n".join(lines)
+
+
+def _names(checks) -> str:
+    return ", ".join(c.name for c in checks)
+
+
+def _span(checks) -> str:
+    lo, hi = min(c.typical for c in checks), max(c.typical for c in checks)
+    return _times(lo) if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f} to {hi:.1f} times"
+
+
+def _times(ratio: float) -> str:
+    return "not known" if math.isnan(ratio) else f"{ratio:.1f} times"
