@@ -36,6 +36,10 @@ MASK_SUFFIX = "_mask"
 # GDXray: W0001 number -> W0003 number of the radiograph it was cropped from (GDXray README;
 # 5, 8 and 10 are withheld from the shared copy but kept here so a full copy groups correctly).
 GDXRAY_TWINS = {1: 68, 2: 11, 3: 30, 4: 36, 5: 39, 6: 42, 7: 12, 8: 41, 9: 6, 10: 7}
+# GDXray: the W0003 round-robin films whose every 1 cm section reads "No indication" in
+# W0003/real-values.xls (RRT-202R, RRT-210R). Every other W0003 film has flaws listed or was not
+# assessed, and none has a pixel mask (docs/benchmark/notes.md, item 18).
+GDXRAY_NO_INDICATION = (15, 23)
 _GDX_NAME = re.compile(r"^(W000[123])_(\d{4})$")
 
 
@@ -55,6 +59,10 @@ class LabelledRadiograph:
         Radiographs of the same physical exposure share a group; splits never separate a group.
     pixel_size_um : float or None
         From the file when it states one (after loading), else the layout's (GDXray: 40.3).
+    flaws_unmasked : bool
+        Known to hold flaws that no mask marks (GDXray's W0003 round-robin films, except those
+        with no indication, ``GDXRAY_NO_INDICATION``): not okay weld, whatever its lack of a mask
+        suggests.
     """
 
     name: str
@@ -62,6 +70,7 @@ class LabelledRadiograph:
     mask_path: Path | None
     group: str
     pixel_size_um: float | None = field(default=None)
+    flaws_unmasked: bool = False
 
     @cached_property
     def image(self) -> np.ndarray:
@@ -130,7 +139,9 @@ def _load_gdxray(folder: Path, include_unmasked: bool) -> list[LabelledRadiograp
         items.append(LabelledRadiograph(path.stem, path, mask, group, 40.3))
     if include_unmasked and (folder / "W0003").is_dir():
         for path in _images(folder / "W0003"):
-            items.append(LabelledRadiograph(path.stem, path, None, path.stem, 40.3))
+            number = int(path.stem.split("_")[-1]) if _GDX_NAME.match(path.stem) else None
+            items.append(LabelledRadiograph(path.stem, path, None, path.stem, 40.3,
+                                            flaws_unmasked=number not in GDXRAY_NO_INDICATION))
     return items
 
 

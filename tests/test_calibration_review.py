@@ -294,3 +294,28 @@ def test_calibrate_default_edge_zones_are_cores():
     from core.residual import EDGE_ZONES_PX
 
     assert edge_bounds(DEFAULT_EDGE_BAND) == EDGE_ZONES_PX == (32, 48)
+
+
+def test_calibrating_on_a_gdxray_folder_leaves_out_the_round_robin_films_whose_flaws_have_no_mask(tmp_path, capsys):
+    """GDXray's W0003 films carry flaws with no pixel mask: as "unmasked, so defect-free" films
+    their flaws would set the thresholds. Only those real-values.xls reads as "No indication" in
+    every section (W0003_0015, W0003_0023) are accepted weld (notes item 18)."""
+    from app.cli import main
+    from core.imageio import write_png
+    from core.synthetic import generate_weld
+
+    data = tmp_path / "gdxray"
+    for k, (folder, name) in enumerate((("W0001", "W0001_0004"), ("W0003", "W0003_0015"),
+                                        ("W0003", "W0003_0036"))):
+        weld = generate_weld(20 + k, shape=(500, 1200), defects=None, iqi=False, markers=False)
+        (data / folder).mkdir(parents=True, exist_ok=True)
+        write_png(data / folder / f"{name}.png", (weld.image >> 8).astype(np.uint8))
+    (data / "W0002").mkdir()
+    write_png(data / "W0002" / "W0002_0004.png", np.zeros((500, 1200), np.uint8))
+    path = save_model(build_autoencoder(seed=3, filters=(4, 6), dropout=0.0), tmp_path / "g.keras",
+                      metadata={"name": "g"})
+    assert main(["calibrate", str(path), "--data", str(data), "--fpr", "0.05", "--patches", "80"]) == 0
+    err = capsys.readouterr().err
+    assert "skipping 1 radiograph(s) known to hold flaws no mask marks (W0003_0036: GDXray" in err
+    films = {o.source.rsplit("/", 1)[-1] for o in origins(read_metadata(path))}
+    assert films == {"W0001_0004.png", "W0003_0015.png"}

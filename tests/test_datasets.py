@@ -54,6 +54,10 @@ def test_gdxray_layout_pairs_masks_and_groups_twins(tmp_path):
     assert len({d.group for d in data.values()}) == 3
     masked = load_dataset(tmp_path, include_unmasked=False)
     assert [d.name for d in masked] == ["W0001_0001", "W0001_0009"]
+    # the round-robin films have flaws no mask marks, except those with no indication at all
+    assert [d.flaws_unmasked for d in data.values()] == [False, False, True, True, True]
+    write_png(tmp_path / "W0003" / "W0003_0023.png", grey8(23))
+    assert not {d.name: d for d in load_dataset(tmp_path)}["W0003_0023"].flaws_unmasked
 
 
 def test_gdxray_image_without_its_mask_is_refused(tmp_path):
