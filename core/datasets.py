@@ -126,11 +126,16 @@ def _is_gdxray(folder: Path) -> bool:
     return (folder / "W0001").is_dir() and (folder / "W0002").is_dir()
 
 
+def _gdxray_number(path: Path) -> int | None:
+    """The number of a GDXray file name (``W0001_0004`` -> 4), None for any other name."""
+    return int(path.stem.split("_")[-1]) if _GDX_NAME.match(path.stem) else None
+
+
 def _load_gdxray(folder: Path, include_unmasked: bool) -> list[LabelledRadiograph]:
     items = []
     masks = {p.stem: p for p in _images(folder / "W0002")}
     for path in _images(folder / "W0001"):
-        number = int(path.stem.split("_")[-1]) if _GDX_NAME.match(path.stem) else None
+        number = _gdxray_number(path)
         mask = masks.get(f"W0002_{number:04d}") if number is not None else None
         if mask is None:
             raise ImageLoadError(f"{path}: no mask W0002/W0002_{path.stem[-4:]}{path.suffix} beside it")
@@ -139,9 +144,8 @@ def _load_gdxray(folder: Path, include_unmasked: bool) -> list[LabelledRadiograp
         items.append(LabelledRadiograph(path.stem, path, mask, group, 40.3))
     if include_unmasked and (folder / "W0003").is_dir():
         for path in _images(folder / "W0003"):
-            number = int(path.stem.split("_")[-1]) if _GDX_NAME.match(path.stem) else None
             items.append(LabelledRadiograph(path.stem, path, None, path.stem, 40.3,
-                                            flaws_unmasked=number not in GDXRAY_NO_INDICATION))
+                                            flaws_unmasked=_gdxray_number(path) not in GDXRAY_NO_INDICATION))
     return items
 
 

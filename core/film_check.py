@@ -10,12 +10,12 @@ flagged far above the target says the thresholds are fitted to the films they ca
 films, or films more like the ones scanned, are needed before they can be trusted elsewhere.
 
 Why a film fails tells what to do about it. Its *typical* okay residual (the median of its
-patches' interior std, against the median of the other films') says which of two things it is: a film noisier
-throughout (on GDXray the round-robin films W0003_0015 and W0003_0023, about four times the W0001
-films: another exposure or scanner) needs calibrating with films like it, or apart from the
-others; a film typical in the median but with a heavier tail (W0001_0009: its flank, scratches,
-marks the masks miss) needs its strongest patches looked at in the calibration review
-(docs/benchmark/notes.md, item 18).
+patches' interior std, against the median of the other films') says which of two things it is:
+a film noisier throughout (on GDXray the round-robin films W0003_0015 and W0003_0023, four to
+five times the W0001 films: other welds and exposures) needs calibrating with films like it, not
+pooled with the others; a film typical in the median but with a heavier tail (W0001_0009: its
+flank, scratches, marks the masks miss) needs its strongest patches looked at in the calibration
+review (docs/benchmark/notes.md, item 18).
 """
 
 from __future__ import annotations
