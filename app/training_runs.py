@@ -51,6 +51,11 @@ CALIBRATION_TIP = (
     "defects are kept clear of, radiographs without a mask must be defect-free. The run calibrates "
     "its model at its end (state \"calibrating...\"), so the model can be used at once. Empty: the "
     "model is saved without thresholds and must be calibrated later (weldreview calibrate).")
+ACCEPTED_TIP = (
+    "A folder of accepted radiographs with no defect, as they are: no masks needed, okay patches "
+    "come from their whole weld region. A plant's own accepted films of the procedure it scans are "
+    "the best training data: the model reproduces the bead's toe on the films it was trained on far "
+    "better than on others (docs/benchmark/notes.md, item 20).")
 DEFAULT_CALIBRATION_FPR = 0.001  # weldreview calibrate's --fpr
 VALIDATION_TIP = (
     "Measure the model every N steps and at the end on the radiographs of the calibration folder "
@@ -169,6 +174,16 @@ class NewRunDialog(QDialog):
         data_row = QHBoxLayout()
         data_row.addWidget(self.data, 1)
         data_row.addWidget(browse)
+        self.accepted_films = QLineEdit()
+        self.accepted_films.setPlaceholderText("none")
+        self.accepted_films.setToolTip(ACCEPTED_TIP)
+        self.accepted_films.textChanged.connect(self._data_changed)
+        accepted_browse = QPushButton("Browse...")
+        accepted_browse.setToolTip(ACCEPTED_TIP)
+        accepted_browse.clicked.connect(self._browse_accepted)
+        accepted_row = QHBoxLayout()
+        accepted_row.addWidget(self.accepted_films, 1)
+        accepted_row.addWidget(accepted_browse)
         self.calibration = QLineEdit()
         self.calibration.setPlaceholderText("none: calibrate the model later")
         self.calibration.setToolTip(CALIBRATION_TIP)
@@ -241,6 +256,7 @@ class NewRunDialog(QDialog):
         form = QFormLayout()
         form.addRow("Name", self.name)
         form.addRow("Data folder", data_row)
+        form.addRow("Accepted films", accepted_row)
         form.addRow("Calibration folder", calibration_row)
         form.addRow("Validation", _row(self.keep_best, self.validate_every))
         form.addRow("Synthetic welds", self.synthetic)
@@ -274,6 +290,12 @@ class NewRunDialog(QDialog):
         dlg.fileSelected.connect(self.data.setText)
         dlg.open()
 
+    def _browse_accepted(self) -> None:
+        dlg = QFileDialog(self, "Folder of accepted radiographs with no defect")
+        dlg.setFileMode(QFileDialog.FileMode.Directory)
+        dlg.fileSelected.connect(self.accepted_films.setText)
+        dlg.open()
+
     def _browse_calibration(self) -> None:
         dlg = QFileDialog(self, "Folder of held-out accepted radiographs (not the training ones)")
         dlg.setFileMode(QFileDialog.FileMode.Directory)
@@ -296,9 +318,9 @@ class NewRunDialog(QDialog):
     def _keep_best_clicked(self) -> None:
         self._keep_best_touched = True
 
-    def _data_changed(self, text: str) -> None:
+    def _data_changed(self, _text: str = "") -> None:
         if not self._background_touched:  # real films: background removal on, as measured
-            self.background.setChecked(bool(text.strip()))
+            self.background.setChecked(bool(self.data.text().strip() or self.accepted_films.text().strip()))
 
     def _background_clicked(self) -> None:
         self._background_touched = True
@@ -313,23 +335,28 @@ class NewRunDialog(QDialog):
         data = self.data.text().strip()
         if data and not Path(data).expanduser().is_dir():
             raise ValueError(f"{data}: no such folder.")
-        if not data and not self.synthetic.value():
-            raise ValueError("Give a data folder of radiographs with defect masks and/or a number "
-                             "of synthetic welds.")
+        accepted = self.accepted_films.text().strip()
+        if accepted and not Path(accepted).expanduser().is_dir():
+            raise ValueError(f"{accepted}: no such folder (the accepted films).")
+        if not data and not accepted and not self.synthetic.value():
+            raise ValueError("Give a data folder of radiographs with defect masks, a folder of "
+                             "accepted films and/or a number of synthetic welds.")
         calibration = self.calibration.text().strip()
         if calibration:
             folder = Path(calibration).expanduser()
             if not folder.is_dir():
                 raise ValueError(f"{calibration}: no such folder (the calibration folder).")
-            if data and folder.resolve() == Path(data).expanduser().resolve():
-                raise ValueError("The calibration folder is the data folder: calibrate on held-out "
-                                 "radiographs the model is not trained on, or leave it empty and "
-                                 "calibrate later.")
+            for given, what in ((data, "data folder"), (accepted, "folder of accepted films")):
+                if given and folder.resolve() == Path(given).expanduser().resolve():
+                    raise ValueError(f"The calibration folder is the {what}: calibrate on held-out "
+                                     "radiographs the model is not trained on, or leave it empty and "
+                                     "calibrate later.")
         spec = ",".join(s.strip() for s in self.perturbations.text().split(",") if s.strip())
         if not spec:
             raise ValueError("Give at least one perturbation set (default D,SNI).")
         return {
             "data": str(Path(data).expanduser().resolve()) if data else None,
+            "accepted": str(Path(accepted).expanduser().resolve()) if accepted else None,
             "synthetic": self.synthetic.value() or None,
             "perturbations": spec,
             "budget_min": round(self.budget.value(), 1),

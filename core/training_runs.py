@@ -352,7 +352,7 @@ def launch(run_folder: Path, options: dict, *, user: str | None = None, resume: 
     # the process runs in the repository (python -m app): paths must not depend on our cwd
     folder = Path(run_folder).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    for key in ("data", "calibrate_data"):
+    for key in ("data", "accepted", "calibrate_data"):
         if options.get(key):
             options = {**options, key: str(Path(options[key]).expanduser().resolve())}
     args = train_arguments(folder, options) + (["--resume"] if resume else [])

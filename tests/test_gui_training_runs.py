@@ -350,3 +350,34 @@ def test_failures_are_messages_not_tracebacks(qtbot, window, monkeypatch):
     monkeypatch.setattr(tr, "list_runs", unreadable)
     dialog.refresh()
     assert dialog.status.text().startswith("Cannot read the training runs in ")
+
+
+def test_the_form_takes_a_folder_of_accepted_films(qtbot, window, tmp_path):
+    """Accepted films without masks are enough to train on; the form passes them as --accepted."""
+    from app.training_runs import ACCEPTED_TIP
+    from core.training_runs import train_arguments
+
+    dialog = open_from_menu(window)
+    click(qtbot, dialog.new_button)
+    form = dialog.form
+    assert form.accepted_films.toolTip() == ACCEPTED_TIP and "no masks needed" in ACCEPTED_TIP
+    ok = form.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    form.accepted_films.setText(str(tmp_path / "no such folder"))
+    assert form.background.isChecked()  # real films: background removal on, as for the data folder
+    click(qtbot, ok)
+    assert form.isVisible() and "no such folder (the accepted films)" in form.error.text()
+    films = tmp_path / "accepted"
+    films.mkdir()
+    form.accepted_films.setText(str(films))
+    form.calibration.setText(str(films) + "/")
+    click(qtbot, ok)
+    assert form.isVisible() and "calibration folder is the folder of accepted films" in form.error.text()
+    form.calibration.setText("")
+    options = form.options()  # no data folder and no synthetic welds: the accepted films suffice
+    assert options["accepted"] == str(films.resolve()) and options["data"] is None
+    args = train_arguments(tmp_path / "run", options)
+    assert args[args.index("--accepted") + 1] == str(films.resolve()) and "--data" not in args
+    form.accepted_films.setText("")
+    assert not form.background.isChecked()
+    with pytest.raises(ValueError, match="folder of accepted films"):
+        form.options()

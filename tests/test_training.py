@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,6 +260,67 @@ def test_cli_train_on_a_data_folder(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "2/2" in captured.err and f"wrote {out}" in captured.out
     assert main(["train", "--data", str(data), "--steps", "2", "--out", str(out)]) == 1  # no overwrite
+
+
+def test_cli_trains_on_accepted_films_without_masks(tmp_path, capsys):
+    """A plant's accepted films need no masks (--accepted); --data alone refuses them and says so."""
+    from app.cli import main
+    from core.imageio import write_png
+    from core.synthetic import generate_weld, write_radiograph
+
+    accepted = tmp_path / "accepted"
+    accepted.mkdir()
+    clean = generate_weld(6, shape=(300, 700), defects=[], iqi=False, markers=False)
+    write_png(accepted / "film_a.png", clean.image)
+    out = tmp_path / "m.keras"
+    base = ["train", "--perturbations", "SNI", "--steps", "2", "--batch", "2", "--quiet"]
+    assert main([*base, "--data", str(accepted), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "1 radiograph(s) and none with a defect mask (film_a)" in err and "--accepted DIR" in err
+    assert not out.exists()
+
+    assert main([*base, "--accepted", str(accepted), "--out", str(out)]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert [Path(p).name for p in meta["training"]["images"]] == ["film_a.png"]
+
+    # beside masked films: both train, and the defects (set D) come from the masked one only
+    data = tmp_path / "data"
+    data.mkdir()
+    write_radiograph(data / "weld.tif", generate_weld(5, shape=(300, 700), defects=["porosity"], iqi=False,
+                                                      markers=False))
+    both = tmp_path / "both.keras"
+    assert main(["train", "--perturbations", "D,SNI", *base[3:], "--data", str(data), "--accepted",
+                 str(accepted), "--out", str(both)]) == 0
+    meta = json.loads(both.with_suffix(".json").read_text())
+    assert [Path(p).name for p in meta["training"]["images"]] == ["weld.tif", "film_a.png"]
+    assert meta["training"]["perturbations"] == ["D", "SNI"]
+
+    # the accepted films are training films: calibrating on them is refused before training
+    assert main([*base, "--accepted", str(accepted), "--calibrate-data", str(accepted),
+                 "--out", str(tmp_path / "c.keras")]) == 2
+    assert "--calibrate-data is the training folder --accepted" in capsys.readouterr().err
+    assert main(["train", "--from-verdicts", "--accepted", str(accepted)]) == 2  # it trains on verdicts
+    assert "--accepted cannot be added to it" in capsys.readouterr().err
+
+
+def test_cli_accepted_skips_gdxray_films_with_unmasked_flaws(tmp_path, capsys):
+    from app.cli import main
+    from core.imageio import write_png
+    from core.synthetic import generate_weld
+
+    root = tmp_path / "gdxray"
+    for sub in ("W0001", "W0002", "W0003"):
+        (root / sub).mkdir(parents=True)
+    image = generate_weld(7, shape=(300, 700), defects=[], iqi=False, markers=False).image
+    write_png(root / "W0003" / "W0003_0023.png", image)  # "no indication" in GDXray's list
+    write_png(root / "W0003" / "W0003_0020.png", image)  # flaws listed, no mask
+    out = tmp_path / "m.keras"
+    assert main(["train", "--accepted", str(root), "--perturbations", "SNI", "--steps", "1", "--batch", "2",
+                 "--out", str(out)]) == 0
+    assert "--accepted: skipping 1 radiograph(s) known to hold flaws no mask marks (W0003_0020" in \
+        capsys.readouterr().err
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert [Path(p).name for p in meta["training"]["images"]] == ["W0003_0023.png"]
 
 
 def test_cli_needs_input(capsys):

@@ -1,8 +1,10 @@
 """``weldreview train``: train the OOD autoencoder from the command line with a progress bar.
 
 Okay patches come from radiographs with defect masks (``--data DIR``, read by
-core.datasets.load_dataset) and/or generated welds (``--synthetic N``, core.synthetic); patches
-are never taken from radiographs without a mask. Perturbation sets (``--perturbations``):
+core.datasets.load_dataset), accepted radiographs with no defect (``--accepted DIR``: no masks
+needed, every patch of their weld region is accepted weld) and/or generated welds (``--synthetic
+N``, core.synthetic); patches are never taken from a ``--data`` radiograph without a mask.
+Perturbation sets (``--perturbations``):
 
 ``D``      real defects cut from the masked radiographs (the synthetic welds' defects included)
 ``SNI``    synthetic natural image indications (paper, positive); ``SNI-signed`` with random sign
@@ -29,6 +31,12 @@ the synthetic anomaly types better with background removal (docs/benchmark/notes
 
 Real radiographs give okay patches from their weld region only (core.roi.find_weld; the whole
 radiograph when no weld is found), as the scan and the benchmark work.
+
+``--accepted DIR`` takes a plant's accepted films as they are, with no masks: every patch of their
+weld region is accepted weld. Measured on GDXray (docs/benchmark/notes.md, item 20): the model
+reproduces the bead's toe on the films it was trained on far better than on others, and the toe
+is what sets the thresholds near the weld's edge; train on films like those you will scan. A
+GDXray folder's round-robin films with flaws but no masks are skipped, as calibrate skips them.
 
 Ctrl-C (or SIGTERM, as at logout) stops after the current step and writes a checkpoint;
 ``--resume`` continues it. ``--run DIR`` makes the run watchable: a status file there, and a STOP
@@ -76,6 +84,10 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--data", metavar="DIR", help="folder of radiographs with defect masks (GDXray layout or "
                    "<name>.<ext> + <name>_mask.<ext>)")
+    p.add_argument("--accepted", metavar="DIR", help="folder of accepted radiographs with no defect (no masks "
+                   "needed): okay patches from their whole weld region. Measured: the model reproduces "
+                   "the bead's toe of the films it was trained on far better than of others, so train "
+                   "on films like those you will scan (docs/benchmark/notes.md, item 20)")
     p.add_argument("--synthetic", type=int, metavar="N", help="generate N synthetic weld radiographs")
     p.add_argument("--perturbations", metavar="SETS", help="comma-separated: D, SNI, SNI-signed, synthetic "
                    "or an anomaly kind (default: D,SNI)")
@@ -157,22 +169,19 @@ def _apply_preset(args) -> None:
 
 
 def _radiographs(args, seed: int):
-    """(names, images, masks, rois) from --data and --synthetic; images float32 [0, 1]."""
+    """(names, images, masks, rois) from --data, --accepted and --synthetic; images float32 [0, 1]."""
     names, images, masks, rois = [], [], [], []
-    if args.data:
-        from core.datasets import load_dataset
+    from core.roi import WeldNotFoundError, find_weld
 
-        from core.roi import WeldNotFoundError, find_weld
-
-        for item in load_dataset(args.data, include_unmasked=False):
-            names.append(str(item.path))
-            images.append(item.image)
-            masks.append(item.mask)
-            try:
-                rois.append(find_weld(item.image).mask)
-            except WeldNotFoundError:
-                rois.append(None)  # patches from the whole radiograph
-                _say(args, f"{item.path.name}: no weld region found; patches from the whole radiograph")
+    for item in _real_radiographs(args):
+        names.append(str(item.path))
+        images.append(item.image)
+        masks.append(item.mask)
+        try:
+            rois.append(find_weld(item.image).mask)
+        except WeldNotFoundError:
+            rois.append(None)  # patches from the whole radiograph
+            _say(args, f"{item.path.name}: no weld region found; patches from the whole radiograph")
     for i in range(args.synthetic or 0):
         from core.imageio import normalise
         from core.synthetic import generate_weld
@@ -185,6 +194,37 @@ def _radiographs(args, seed: int):
         rois.append(weld.haz_mask if weld.haz_mask is not None else weld.weld_mask)
         _say(args, f"generated synthetic weld {i + 1}/{args.synthetic}")
     return names, images, masks, rois
+
+
+def _real_radiographs(args, *, quiet: bool = False) -> list:
+    """The radiographs of --data (those with a mask) and --accepted (all, masks optional); lists
+    them, reads no pixels."""
+    from core.datasets import load_dataset
+    from core.errors import ImageLoadError
+
+    items = []
+    if args.data:
+        try:
+            items += load_dataset(args.data, include_unmasked=False)
+        except ImageLoadError:
+            unmasked = load_dataset(args.data)  # raises again when the folder holds no radiograph
+            raise ImageLoadError(
+                f"{args.data}: {len(unmasked)} radiograph(s) and none with a defect mask "
+                f"({unmasked[0].name}{', ...' if len(unmasked) > 1 else ''}): --data takes okay patches "
+                "beside marked defects only; give films with no defect as --accepted DIR") from None
+    if args.accepted:
+        accepted = load_dataset(args.accepted)
+        flawed = [item.name for item in accepted if item.flaws_unmasked]
+        if flawed and not quiet:
+            _say(args, f"--accepted: skipping {len(flawed)} radiograph(s) known to hold flaws no mask "
+                       f"marks ({', '.join(flawed[:3])}{', ...' if len(flawed) > 3 else ''}: GDXray "
+                       "round-robin films); their defects would count as okay weld")
+        accepted = [item for item in accepted if not item.flaws_unmasked]
+        if not accepted:
+            raise ImageLoadError(f"{args.accepted}: no accepted radiograph left to train on (--accepted)")
+        seen = {item.path.resolve() for item in items}
+        items += [item for item in accepted if item.path.resolve() not in seen]
+    return items
 
 
 def _sources(spec: str, images, masks):
@@ -288,20 +328,21 @@ def _check_calibration(args) -> str | None:
         folder = Path(args.calibrate_data).expanduser().resolve()
         held_out = "the thresholds must be set on held-out radiographs the model never saw, not on " \
                    "patches it has learned; give a folder of other accepted radiographs"
-        if args.data and folder == Path(args.data).expanduser().resolve():
-            return f"--calibrate-data is the training folder --data ({folder}): {held_out}"
+        for option in ("data", "accepted"):
+            given = getattr(args, option, None)
+            if given and folder == Path(given).expanduser().resolve():
+                return f"--calibrate-data is the training folder --{option} ({folder}): {held_out}"
         try:
             calibration = {item.path.resolve() for item in load_dataset(folder)}  # lists, reads no pixels
         except WeldreviewError as exc:
             return f"--calibrate-data: {exc}"
         try:
-            training = {item.path.resolve() for item in load_dataset(args.data, include_unmasked=False)} \
-                if args.data else set()
+            training = {item.path.resolve() for item in _real_radiographs(args, quiet=True)}
         except WeldreviewError:
-            training = set()  # training says what is wrong with --data when it reads it
+            training = set()  # training says what is wrong with --data or --accepted when it reads it
         shared = sorted(calibration & training)
         if shared:
-            return (f"--calibrate-data holds {len(shared)} of the training radiographs (--data), "
+            return (f"--calibrate-data holds {len(shared)} of the training radiographs (--data, --accepted), "
                     f"{shared[0].name} among them: {held_out}")
     return None
 
@@ -430,6 +471,11 @@ def run(args) -> int:
                   "--from-verdicts: it calibrates and qualifies the retrained model on held-back verdicts "
                   "itself", file=sys.stderr)
             return 2
+        given = [f"--{name}" for name in ("data", "accepted", "synthetic") if getattr(args, name, None)]
+        if given:
+            print(f"weldreview train: --from-verdicts trains on the verdicts' patches in the store; "
+                  f"{', '.join(given)} cannot be added to it", file=sys.stderr)
+            return 2
         if sigma is not None:
             print("weldreview train: --background does not apply to --from-verdicts: the retrained "
                   "model keeps the normalisation of its parent (the active model)", file=sys.stderr)
@@ -438,8 +484,9 @@ def run(args) -> int:
 
         return run_from_train(args)
     _apply_preset(args)
-    if not args.data and not args.synthetic:
-        print("weldreview train: give --data DIR and/or --synthetic N (or --preset demo)", file=sys.stderr)
+    if not args.data and not args.accepted and not args.synthetic:
+        print("weldreview train: give --data DIR, --accepted DIR and/or --synthetic N (or --preset demo)",
+              file=sys.stderr)
         return 2
     problem = _check_calibration(args)
     if problem is not None:
