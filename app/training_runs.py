@@ -162,7 +162,7 @@ class NewRunDialog(QDialog):
         self.name = QLineEdit(time.strftime("run-%Y%m%d-%H%M"))
         self.name.setToolTip("The run's folder name in the training runs folder (made unique)")
         self.data = QLineEdit()
-        self.data.setPlaceholderText("none: synthetic welds only")
+        self.data.setPlaceholderText("none")
         self.data.setToolTip(
             "A folder of radiographs with defect masks (GDXray layout, or <name>.<ext> with "
             "<name>_mask.<ext>). Okay patches are cut from their weld region away from the marked "
@@ -354,6 +354,9 @@ class NewRunDialog(QDialog):
         spec = ",".join(s.strip() for s in self.perturbations.text().split(",") if s.strip())
         if not spec:
             raise ValueError("Give at least one perturbation set (default D,SNI).")
+        if "D" in spec.split(",") and not data and not self.synthetic.value():
+            raise ValueError("Perturbation set D cuts the defects of the data folder's masked films or "
+                             "of the synthetic welds; accepted films have none: use SNI with them alone.")
         return {
             "data": str(Path(data).expanduser().resolve()) if data else None,
             "accepted": str(Path(accepted).expanduser().resolve()) if accepted else None,

@@ -373,6 +373,9 @@ def test_the_form_takes_a_folder_of_accepted_films(qtbot, window, tmp_path):
     click(qtbot, ok)
     assert form.isVisible() and "calibration folder is the folder of accepted films" in form.error.text()
     form.calibration.setText("")
+    click(qtbot, ok)  # the default perturbations D,SNI: no defects to cut from accepted films
+    assert form.isVisible() and "use SNI with them alone" in form.error.text()
+    form.perturbations.setText("SNI")
     options = form.options()  # no data folder and no synthetic welds: the accepted films suffice
     assert options["accepted"] == str(films.resolve()) and options["data"] is None
     args = train_arguments(tmp_path / "run", options)

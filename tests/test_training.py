@@ -301,6 +301,9 @@ def test_cli_trains_on_accepted_films_without_masks(tmp_path, capsys):
     assert "--calibrate-data is the training folder --accepted" in capsys.readouterr().err
     assert main(["train", "--from-verdicts", "--accepted", str(accepted)]) == 2  # it trains on verdicts
     assert "--accepted cannot be added to it" in capsys.readouterr().err
+    # the default perturbations D,SNI: accepted films have no defects to cut, said without a traceback
+    assert main(["train", "--accepted", str(accepted), "--steps", "1", "--quiet", "--out", str(tmp_path / "d.keras")]) == 2
+    assert "give --perturbations SNI (or another set) with --accepted alone" in capsys.readouterr().err
 
 
 def test_cli_accepted_skips_gdxray_films_with_unmasked_flaws(tmp_path, capsys):

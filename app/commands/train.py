@@ -235,7 +235,9 @@ def _sources(spec: str, images, masks):
         if name == "D":
             with_defects = [(im, m) for im, m in zip(images, masks) if m is not None and m.any()]
             if not with_defects:
-                raise ValueError("perturbation set D needs radiographs with defect masks (--data or --synthetic)")
+                raise ValueError("perturbation set D needs radiographs with defect masks (--data or "
+                                 "--synthetic); accepted films have no defects to cut: give --perturbations "
+                                 "SNI (or another set) with --accepted alone")
             sources.append(RealDefectPerturbations.from_images(*zip(*with_defects)))
         elif name in ("SNI", "SNI-signed"):
             sources.append(SNIPerturbations(signed=name == "SNI-signed"))
@@ -515,7 +517,11 @@ def run(args) -> int:
     from core.sampler import PatchSampler
 
     sampler = PatchSampler(images, masks, rois=rois, seed=args.seed)
-    sources = _sources(spec, images, masks)
+    try:
+        sources = _sources(spec, images, masks)
+    except ValueError as exc:
+        print(f"weldreview train: {exc}", file=sys.stderr)
+        return 2
     weights = LossWeights.from_name(args.loss)
     if args.per_weight is not None:
         weights = weights.with_per_weight(args.per_weight)
