@@ -337,20 +337,28 @@ def thresholds_line(thr, pixel_size_um: float | None) -> str:
     )
 
 
+def accepted_radiographs(folder, *, say=None) -> list:
+    """The radiographs of ``folder`` whose unmasked parts are accepted weld: GDXray's round-robin
+    films with flaws no mask marks (``LabelledRadiograph.flaws_unmasked``) are left out, and
+    ``say(text)`` is told which."""
+    from core.datasets import load_dataset
+
+    items = load_dataset(folder)
+    flawed = [item.name for item in items if item.flaws_unmasked]
+    if flawed and say is not None:
+        say(f"skipping {len(flawed)} radiograph(s) known to hold flaws no mask marks ("
+            f"{', '.join(flawed[:3])}{', ...' if len(flawed) > 3 else ''}: GDXray round-robin "
+            "films); their defects would count as okay weld")
+    return [item for item in items if not item.flaws_unmasked]
+
+
 def _held_out(data, synthetic: int, seed: int, whole_image: bool):
     """Images, masks, weld regions, a pixel size and the sources (path or ``synthetic:SEED``)."""
     images, masks, rois, pixel, sources = [], [], [], None, []
     if data:
-        from core.datasets import load_dataset
         from core.roi import WeldNotFoundError, find_weld
 
-        items = load_dataset(data)
-        flawed = [item.name for item in items if item.flaws_unmasked]
-        if flawed:
-            print(f"skipping {len(flawed)} radiograph(s) known to hold flaws no mask marks ("
-                  f"{', '.join(flawed[:3])}{', ...' if len(flawed) > 3 else ''}: GDXray round-robin "
-                  "films); their defects would count as okay weld", file=sys.stderr)
-        for item in (item for item in items if not item.flaws_unmasked):
+        for item in accepted_radiographs(data, say=lambda text: print(text, file=sys.stderr)):
             roi = None
             if not whole_image:
                 try:

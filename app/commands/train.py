@@ -213,13 +213,10 @@ def _real_radiographs(args, *, quiet: bool = False) -> list:
                 f"({unmasked[0].name}{', ...' if len(unmasked) > 1 else ''}): --data takes okay patches "
                 "beside marked defects only; give films with no defect as --accepted DIR") from None
     if args.accepted:
-        accepted = load_dataset(args.accepted)
-        flawed = [item.name for item in accepted if item.flaws_unmasked]
-        if flawed and not quiet:
-            _say(args, f"--accepted: skipping {len(flawed)} radiograph(s) known to hold flaws no mask "
-                       f"marks ({', '.join(flawed[:3])}{', ...' if len(flawed) > 3 else ''}: GDXray "
-                       "round-robin films); their defects would count as okay weld")
-        accepted = [item for item in accepted if not item.flaws_unmasked]
+        from app.commands.calibrate import accepted_radiographs
+
+        accepted = accepted_radiographs(args.accepted,
+                                        say=None if quiet else lambda text: _say(args, f"--accepted: {text}"))
         if not accepted:
             raise ImageLoadError(f"{args.accepted}: no accepted radiograph left to train on (--accepted)")
         seen = {item.path.resolve() for item in items}
