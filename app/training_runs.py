@@ -53,9 +53,7 @@ CALIBRATION_TIP = (
     "model is saved without thresholds and must be calibrated later (weldreview calibrate).")
 ACCEPTED_TIP = (
     "A folder of accepted radiographs with no defect, as they are: no masks needed, okay patches "
-    "come from their whole weld region. A plant's own accepted films of the procedure it scans are "
-    "the best training data: the model reproduces the bead's toe on the films it was trained on far "
-    "better than on others (docs/benchmark/notes.md, item 20).")
+    "come from their whole weld region. Besides or instead of the data folder.")
 DEFAULT_CALIBRATION_FPR = 0.001  # weldreview calibrate's --fpr
 VALIDATION_TIP = (
     "Measure the model every N steps and at the end on the radiographs of the calibration folder "

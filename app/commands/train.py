@@ -33,10 +33,8 @@ Real radiographs give okay patches from their weld region only (core.roi.find_we
 radiograph when no weld is found), as the scan and the benchmark work.
 
 ``--accepted DIR`` takes a plant's accepted films as they are, with no masks: every patch of their
-weld region is accepted weld. Measured on GDXray (docs/benchmark/notes.md, item 20): the model
-reproduces the bead's toe on the films it was trained on far better than on others, and the toe
-is what sets the thresholds near the weld's edge; train on films like those you will scan. A
-GDXray folder's round-robin films with flaws but no masks are skipped, as calibrate skips them.
+weld region is accepted weld. A GDXray folder's round-robin films with flaws but no masks are
+skipped, as calibrate skips them.
 
 Ctrl-C (or SIGTERM, as at logout) stops after the current step and writes a checkpoint;
 ``--resume`` continues it. ``--run DIR`` makes the run watchable: a status file there, and a STOP
@@ -85,9 +83,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", metavar="DIR", help="folder of radiographs with defect masks (GDXray layout or "
                    "<name>.<ext> + <name>_mask.<ext>)")
     p.add_argument("--accepted", metavar="DIR", help="folder of accepted radiographs with no defect (no masks "
-                   "needed): okay patches from their whole weld region. Measured: the model reproduces "
-                   "the bead's toe of the films it was trained on far better than of others, so train "
-                   "on films like those you will scan (docs/benchmark/notes.md, item 20)")
+                   "needed): okay patches from their whole weld region")
     p.add_argument("--synthetic", type=int, metavar="N", help="generate N synthetic weld radiographs")
     p.add_argument("--perturbations", metavar="SETS", help="comma-separated: D, SNI, SNI-signed, synthetic "
                    "or an anomaly kind (default: D,SNI)")
